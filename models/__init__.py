@@ -1,0 +1,1 @@
+"""LXMERT VQA model, modality structure, debiasing objectives and stage 1 (see DESIGN.md §4)."""

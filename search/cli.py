@@ -1,0 +1,180 @@
+"""`tickets`: the one command over the data, model, pruning and search stages.
+
+Exit codes: 0 ok, 2 bad input (one line on stderr naming the file, field or value), 1 failure.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from vqa.errors import InputError
+
+app = typer.Typer(
+    help="Search sparse and robust LXMERT subnetworks for out-of-distribution VQA.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(
+    help="Datasets: synthesise, convert features, prepare the cache, report.", no_args_is_help=True
+)
+app.add_typer(data_app, name="data")
+
+Overrides = Annotated[
+    list[str] | None, typer.Argument(help="key=value overrides, e.g. data.selection_seed=1")
+]
+
+
+def bad_input_exits_2(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn an `InputError` into one line on stderr and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except InputError as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+class Dataset(StrEnum):
+    vqacp_v2 = "vqacp_v2"
+    vqavs = "vqavs"
+
+
+class TsvFormat(StrEnum):
+    auto = "auto"
+    bottomup = "bottomup"
+    lxmert = "lxmert"
+
+
+class FeatureDtype(StrEnum):
+    float16 = "float16"
+    float32 = "float32"
+
+
+@data_app.command("synth")
+@bad_input_exits_2
+def synth(
+    out: Annotated[Path, typer.Argument(help="Directory to write the benchmark into.")],
+    dataset: Annotated[
+        Dataset, typer.Option(help="Which benchmark's files to write.")
+    ] = Dataset.vqacp_v2,
+    questions: Annotated[
+        int, typer.Option(help="Training questions (test: half, pretrain: as many).")
+    ] = 3000,
+    images: Annotated[int, typer.Option(help="Images (each answers at most 8 questions).")] = 1200,
+    feature_dim: Annotated[int, typer.Option(help="Region feature dimension D.")] = 64,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    answer_boxes: Annotated[
+        int, typer.Option(help="Boxes per question type carrying its answer.")
+    ] = 1,
+    noise: Annotated[float, typer.Option(help="Std of the noise on every box feature.")] = 0.5,
+    bias: Annotated[
+        float, typer.Option(help="Share of answers that follow the planted shortcut.")
+    ] = 0.8,
+) -> None:
+    """Write a synthetic VQA-CP v2 or VQA-VS benchmark in the real file formats."""
+    from vqa.synth import SynthSpec, generate
+
+    spec = SynthSpec(
+        dataset=dataset.value,
+        questions=questions,
+        images=images,
+        feature_dim=feature_dim,
+        seed=seed,
+        answer_boxes=answer_boxes,
+        noise=noise,
+        bias=bias,
+    )
+    meta = generate(spec, out)
+    sizes = ", ".join(f"{k} {v}" for k, v in meta["splits"].items())
+    typer.echo(f"wrote {out} ({dataset.value}: {sizes} questions)")
+    typer.echo(f"next: tickets data prepare {out / 'prepare.yaml'}")
+
+
+@data_app.command("prepare")
+@bad_input_exits_2
+def prepare_cmd(
+    config: Annotated[Path, typer.Argument(help="YAML run config with a data: block.")],
+    overrides: Overrides = None,
+) -> None:
+    """Read the questions, annotations and features and write the data cache."""
+    from search.config import load_config
+    from vqa.prepare import prepare
+
+    cfg = load_config(config, overrides)
+    result = prepare(cfg.data, progress=sys.stderr.isatty())
+    state = "written" if result.written else "up to date, nothing to do"
+    sizes = ", ".join(f"{k} {v}" for k, v in result.splits.items())
+    typer.echo(f"cache {result.cache_dir}: {state} ({sizes})")
+
+
+@data_app.command("report")
+@bad_input_exits_2
+def report_cmd(
+    config: Annotated[Path, typer.Argument(help="YAML run config with a data: block.")],
+    overrides: Overrides = None,
+) -> None:
+    """Print the prepared data and the prior-only baseline's accuracy per split."""
+    from search.config import load_config
+    from vqa.baseline import format_report
+    from vqa.cache import load_cache
+
+    cfg = load_config(config, overrides)
+    typer.echo(format_report(load_cache(cfg.data.resolved().cache_dir)))
+
+
+@data_app.command("convert-tsv")
+@bad_input_exits_2
+def convert_tsv_cmd(
+    out: Annotated[Path, typer.Argument(help="HDF5 feature store to write.")],
+    tsv: Annotated[list[Path], typer.Argument(help="trainval_36 or *_obj36.tsv files.")],
+    format: Annotated[TsvFormat, typer.Option("--format", help="TSV layout.")] = TsvFormat.auto,
+    dtype: Annotated[
+        FeatureDtype, typer.Option(help="Stored feature dtype.")
+    ] = FeatureDtype.float16,
+    num_boxes: Annotated[int | None, typer.Option(help="Expected boxes per image.")] = None,
+) -> None:
+    """Convert bottom-up (trainval_36) or LXMERT (*_obj36) TSV features into the HDF5 store."""
+    from vqa.tsv import convert_tsv
+
+    summary = convert_tsv(
+        tsv,
+        out,
+        fmt=format.value,
+        dtype=dtype.value,
+        num_boxes=num_boxes,
+        progress=sys.stderr.isatty(),
+    )
+    typer.echo(
+        f"wrote {summary['out']}: {summary['images']} images x {summary['num_boxes']} boxes x "
+        f"{summary['feature_dim']} ({summary['format']} TSV, {dtype.value})"
+    )
+
+
+@app.command("demo")
+@bad_input_exits_2
+def demo_cmd(
+    out: Annotated[Path, typer.Option(help="Working directory of the demo.")] = Path(
+        "tickets_demo"
+    ),
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """Run the pipeline on the embedded synthetic benchmark (CPU, minutes)."""
+    from search.demo import run_demo
+
+    run_demo(out, seed=seed, echo=typer.echo)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()

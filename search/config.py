@@ -1,0 +1,107 @@
+"""The run config: YAML blocks owned by each package, composed and validated here.
+
+`load_config(path, overrides)` reads YAML, applies `key=value` overrides (dotted keys, YAML values),
+validates with pydantic, and reports the first problem as one `InputError` line naming the file and
+the dotted field path.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from vqa.config import DataConfig
+from vqa.errors import InputError
+
+
+class RunConfig(BaseModel):
+    """A whole run. Blocks: `data` (vqa). Model, pruning and search blocks join as they land."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data: DataConfig
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`a.b.c=value` -> (["a", "b", "c"], value parsed as YAML)."""
+    key, sep, raw = text.partition("=")
+    parts = key.strip().split(".")
+    if not sep or not key.strip() or any(not p for p in parts):
+        raise InputError(
+            f"malformed override '{text}': expected key=value, e.g. data.selection_seed=1"
+        )
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        raise InputError(f"malformed override '{text}': the value is not valid YAML") from None
+    return parts, value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """A copy of `raw` with every override set (intermediate mappings created as needed)."""
+    out = yaml.safe_load(yaml.safe_dump(raw))  # deep copy through YAML keeps it plain data
+    for text in overrides:
+        parts, value = parse_override(text)
+        node = out
+        for p in parts[:-1]:
+            child = node.get(p)
+            if child is None:
+                child = node[p] = {}
+            elif not isinstance(child, dict):
+                raise InputError(f"override '{text}': '{p}' is not a mapping")
+            node = child
+        node[parts[-1]] = value
+    return out
+
+
+def _describe(err: ValidationError, source: str) -> str:
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown field"
+    elif first["type"] == "missing":
+        msg = "missing field"
+    value = first.get("input")
+    shown = (
+        ""
+        if first["type"] in ("missing", "extra_forbidden") or isinstance(value, dict)
+        else f" (got {value!r})"
+    )
+    return f"{source}: {where}: {msg}{shown}"
+
+
+def validate_config(raw: Any, source: str) -> RunConfig:
+    """Validate plain data as a `RunConfig`; `source` names it in the error line."""
+    if not isinstance(raw, dict):
+        raise InputError(f"{source}: expected a YAML mapping at the top level")
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as e:
+        raise InputError(_describe(e, source)) from None
+
+
+def load_config(path: str | os.PathLike[str], overrides: list[str] | None = None) -> RunConfig:
+    """Read, override and validate the YAML run config at `path`."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: config file not found")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise InputError(f"{path}: malformed YAML{where}") from None
+    if not isinstance(raw, dict):
+        raise InputError(f"{path}: expected a YAML mapping at the top level")
+    return validate_config(apply_overrides(raw, overrides or []), str(path))
+
+
+def dump_config(config: RunConfig) -> str:
+    """The resolved config as YAML (paths absolute), as saved next to what a command writes."""
+    data = config.model_copy(update={"data": config.data.resolved()})
+    return yaml.safe_dump(data.model_dump(mode="json"), sort_keys=False)

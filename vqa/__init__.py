@@ -1,0 +1,1 @@
+"""The VQA task: readers, answers, targets, prior, features, tokens, batches, metric, synth data."""

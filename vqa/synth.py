@@ -1,0 +1,482 @@
+"""The synthetic benchmark: VQA-CP v2 or VQA-VS files with a planted, measurable bias.
+
+Generative story. There are 8 question types (all three answer types), each with its own answers,
+keywords and a location phrase ("what color is the car on the left?"). Every image has one slot
+per question type holding an answer; a slot's answer is written into `answer_boxes` of the image's
+boxes as code(type) + code(type, answer) + noise, so answers are recoverable only by finding the
+box of the asked type. Each image also shows two key objects (their own boxes); the other boxes are
+background. A question asks about one slot of one image (a slot is asked at most once), so its
+answer can be drawn from whatever distribution the split needs:
+
+* VQA-CP v2: train puts `bias` of each type's answers on one dominant answer, test on another
+  (the inverted prior of VQA-CP); the balanced `pretrain` split draws answers uniformly.
+* VQA-VS: five shortcut families (question type QT, keyword KW, keyword pair KWP = keyword +
+  location, key object KO, key-object pair KOP) each map their value to a dominant answer. With
+  probability `bias` an answer follows one family's dominant answer (QT chosen with weight
+  `QT_WEIGHT`), else it is uniform. Train, val and the IID test share that distribution; an OOD
+  set S holds the IID test questions whose answer differs from the dominant answer of every
+  shortcut named in S ("QT+KW": both broken).
+
+Ten human answers per question: each annotator gives the true answer with the question's agreement
+probability (uniform in [`agreement`, 1]), sometimes in another surface form ("two", "Yes", "the
+red"), else another answer of the same type. Difficulty knobs: `answer_boxes`, `noise`, `bias`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from vqa.atomic import atomic_dir
+from vqa.errors import InputError
+from vqa.features import write_feature_store
+from vqa.readers import VQAVS_DIRS, VQAVS_OOD_SETS, vqacp_files, vqavs_files, vqavs_ood_files
+
+# (question type, answer type, answers, keywords, template); {kw} and {loc} are filled per question.
+QUESTION_TYPES: tuple[tuple[str, str, tuple[str, ...], tuple[str, ...], str], ...] = (
+    (
+        "what color is the",
+        "other",
+        ("red", "blue", "green", "yellow", "white", "black"),
+        ("car", "shirt", "bus", "kite", "umbrella", "wall"),
+        "what color is the {kw} {loc}?",
+    ),
+    (
+        "what animal is",
+        "other",
+        ("dog", "cat", "horse", "cow", "sheep", "bird"),
+        ("field", "picture", "grass", "water", "street", "yard"),
+        "what animal is in the {kw} {loc}?",
+    ),
+    (
+        "what is the man holding",
+        "other",
+        ("frisbee", "phone", "kite string", "bat", "racket", "cup"),
+        ("park", "photo", "snow", "beach", "court", "crowd"),
+        "what is the man holding in the {kw} {loc}?",
+    ),
+    (
+        "what room is",
+        "other",
+        ("kitchen", "bathroom", "bedroom", "living room", "office", "garage"),
+        ("photo", "image", "house", "apartment", "hotel", "scene"),
+        "what room is shown in the {kw} {loc}?",
+    ),
+    (
+        "how many",
+        "number",
+        ("1", "2", "3", "4", "5", "6"),
+        ("people", "dogs", "cars", "birds", "chairs", "windows"),
+        "how many {kw} are there {loc}?",
+    ),
+    (
+        "what number is",
+        "number",
+        ("7", "8", "9", "10", "11", "12"),
+        ("bus", "train", "shirt", "clock", "sign", "jersey"),
+        "what number is on the {kw} {loc}?",
+    ),
+    (
+        "is the",
+        "yes/no",
+        ("yes", "no"),
+        ("light", "tv", "door", "window", "oven", "laptop"),
+        "is the {kw} {loc} on?",
+    ),
+    (
+        "are there",
+        "yes/no",
+        ("yes", "no"),
+        ("clouds", "trees", "people", "cars", "signs", "boats"),
+        "are there {kw} {loc}?",
+    ),
+)
+LOCATIONS = ("on the left", "on the right", "in the front", "in the back")
+KEY_OBJECTS = ("person", "car", "tree", "table", "dog", "sky", "building", "plate")
+NUMBER_WORDS = {
+    "1": "one",
+    "2": "two",
+    "3": "three",
+    "4": "four",
+    "5": "five",
+    "6": "six",
+    "7": "seven",
+    "8": "eight",
+    "9": "nine",
+    "10": "ten",
+}
+SHORTCUTS = ("QT", "KW", "KWP", "KO", "KOP")
+QT_WEIGHT = 0.5  # share of biased VQA-VS answers driven by the question type; the rest split evenly
+NUM_BACKGROUND_CODES = 16
+
+
+@dataclass(frozen=True)
+class SynthSpec:
+    """Size, seed and difficulty of a synthetic benchmark."""
+
+    dataset: str = "vqacp_v2"
+    questions: int = 3000  # training questions; other splits are sized relative to this
+    images: int = 1200
+    feature_dim: int = 64
+    num_boxes: int = 36
+    seed: int = 0
+    answer_boxes: int = 1  # boxes per question type carrying its answer: fewer = harder grounding
+    noise: float = 0.5  # std of the Gaussian noise added to every box feature (codes have std 1)
+    bias: float = 0.8  # share of a split's answers that follow its shortcut (0 = no bias)
+    test_fraction: float = 0.5  # test (and VQA-VS val) questions per training question
+    pretrain_fraction: float = 1.0  # balanced pre-training questions per training question
+    agreement: float = 0.6  # lowest per-question probability that an annotator gives the answer
+
+    def check(self) -> None:
+        """Raise `InputError` naming the first impossible setting."""
+        if self.dataset not in ("vqacp_v2", "vqavs"):
+            raise InputError(f"--dataset must be vqacp_v2 or vqavs, got '{self.dataset}'")
+        for name in ("questions", "images", "feature_dim", "num_boxes", "answer_boxes"):
+            if getattr(self, name) < 1:
+                raise InputError(f"--{name.replace('_', '-')} must be at least 1")
+        if not 0.0 <= self.bias <= 1.0:
+            raise InputError(f"--bias must be in [0, 1], got {self.bias}")
+        if self.noise < 0:
+            raise InputError(f"--noise must be >= 0, got {self.noise}")
+        if not 0.0 <= self.agreement <= 1.0:
+            raise InputError(f"--agreement must be in [0, 1], got {self.agreement}")
+        needed = len(QUESTION_TYPES) * self.answer_boxes + 2
+        if needed > self.num_boxes:
+            raise InputError(
+                f"--answer-boxes {self.answer_boxes} needs {needed} boxes per image "
+                f"(8 question types x {self.answer_boxes} + 2 key objects), have {self.num_boxes}"
+            )
+        slots = self.images * len(QUESTION_TYPES)
+        if self.total_questions() > slots:
+            raise InputError(
+                f"--images {self.images} hold {slots} questions (8 per image), "
+                f"{self.total_questions()} are needed; raise --images"
+            )
+        if self.questions < 8 * 9:
+            raise InputError("--questions must be at least 72 (each answer needs 9 training uses)")
+
+    def split_sizes(self) -> dict[str, int]:
+        n_test = max(1, round(self.questions * self.test_fraction))
+        sizes = {"train": self.questions, "test": n_test}
+        if self.dataset == "vqavs":
+            sizes["val"] = n_test
+        sizes["pretrain"] = round(self.questions * self.pretrain_fraction)
+        return {k: v for k, v in sizes.items() if v > 0}
+
+    def total_questions(self) -> int:
+        return sum(self.split_sizes().values())
+
+
+def _surface(answer: str, rng: np.random.Generator) -> str:
+    """Another way an annotator may write `answer` (normalisation maps it back)."""
+    r = rng.random()
+    if answer in NUMBER_WORDS and r < 0.5:
+        return NUMBER_WORDS[answer]
+    if answer in ("yes", "no"):
+        return ("Yes" if answer == "yes" else "No") if r < 0.5 else answer + "."
+    return ("the " + answer) if r < 0.5 else answer.capitalize()
+
+
+class _World:
+    """Random codes and shortcut tables shared by every split of one benchmark."""
+
+    def __init__(self, spec: SynthSpec, rng: np.random.Generator) -> None:
+        d = spec.feature_dim
+        n_types = len(QUESTION_TYPES)
+        self.type_code = rng.standard_normal((n_types, d))
+        self.answer_code = rng.standard_normal((n_types, 6, d))
+        self.object_code = rng.standard_normal((len(KEY_OBJECTS), d))
+        self.background_code = rng.standard_normal((NUM_BACKGROUND_CODES, d))
+        self.n_answers = [len(a) for _, _, a, _, _ in QUESTION_TYPES]
+        # Dominant answer index per shortcut value (VQA-CP: QT only; test gets a different one).
+        self.dom_qt = np.array([rng.integers(n) for n in self.n_answers])
+        self.dom_qt_test = np.array(
+            [
+                (dq + 1 + rng.integers(n - 1)) % n
+                for dq, n in zip(self.dom_qt, self.n_answers, strict=True)
+            ]
+        )
+        self.dom_kw = np.array([[rng.integers(n) for _ in range(6)] for n in self.n_answers])
+        self.dom_kwp = np.array(
+            [[[rng.integers(n) for _ in LOCATIONS] for _ in range(6)] for n in self.n_answers]
+        )
+        n_obj = len(KEY_OBJECTS)
+        self.dom_ko = np.array([[rng.integers(n) for _ in range(n_obj)] for n in self.n_answers])
+        self.dom_kop = np.array(
+            [
+                [[rng.integers(n) for _ in range(n_obj)] for _ in range(n_obj)]
+                for n in self.n_answers
+            ]
+        )
+
+    def dominant(self, family: str, t: int, kw: int, loc: int, ko: tuple[int, int]) -> int:
+        if family == "QT":
+            return int(self.dom_qt[t])
+        if family == "KW":
+            return int(self.dom_kw[t, kw])
+        if family == "KWP":
+            return int(self.dom_kwp[t, kw, loc])
+        if family == "KO":
+            return int(self.dom_ko[t, ko[0]])
+        return int(self.dom_kop[t, ko[0], ko[1]])
+
+
+def _draw_answer(
+    world: _World,
+    spec: SynthSpec,
+    split: str,
+    t: int,
+    kw: int,
+    loc: int,
+    ko: tuple[int, int],
+    rng: np.random.Generator,
+) -> int:
+    n = world.n_answers[t]
+    if split == "pretrain" or rng.random() >= spec.bias:
+        return int(rng.integers(n))
+    if spec.dataset == "vqacp_v2":
+        return int(world.dom_qt_test[t] if split == "test" else world.dom_qt[t])
+    weights = [QT_WEIGHT] + [(1 - QT_WEIGHT) / (len(SHORTCUTS) - 1)] * (len(SHORTCUTS) - 1)
+    family = SHORTCUTS[rng.choice(len(SHORTCUTS), p=weights)]
+    return world.dominant(family, t, kw, loc, ko)
+
+
+def _stratify(
+    world: _World, spec: SynthSpec, split: str, recs: list[dict], rng: np.random.Generator
+) -> None:
+    """Give each question type exactly its expected answer counts (largest remainder), so even a
+    small benchmark has every answer often enough in train to enter the vocabulary."""
+    for t, n_ans in enumerate(world.n_answers):
+        mine = [r for r in recs if r["t"] == t]
+        if not mine:
+            continue
+        share = np.full(n_ans, 1.0 / n_ans)
+        if split != "pretrain":
+            share *= 1.0 - spec.bias
+            share[world.dom_qt_test[t] if split == "test" else world.dom_qt[t]] += spec.bias
+        exact = share * len(mine)
+        counts = np.floor(exact).astype(int)
+        counts[np.argsort(counts - exact)[: len(mine) - counts.sum()]] += 1
+        answers = rng.permutation(np.repeat(np.arange(n_ans), counts))
+        for r, a in zip(mine, answers, strict=True):
+            r["a"] = int(a)
+
+
+def _human_answers(
+    answer: str, alternatives: tuple[str, ...], agreement: float, rng: np.random.Generator
+) -> list[str]:
+    out = []
+    for _ in range(10):
+        if rng.random() < agreement:
+            out.append(_surface(answer, rng) if rng.random() < 0.15 else answer)
+        else:
+            out.append(alternatives[rng.integers(len(alternatives))])
+    return out
+
+
+def generate(spec: SynthSpec, out: str | Path) -> dict:
+    """Write the benchmark under `out` (replacing an earlier synthetic benchmark there)."""
+    spec.check()
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not (out / "synth.json").is_file():
+        raise InputError(
+            f"{out}: exists and is not a synthetic benchmark directory; not replacing it"
+        )
+    rng = np.random.default_rng(spec.seed)
+    world = _World(spec, rng)
+    n_types = len(QUESTION_TYPES)
+    sizes = spec.split_sizes()
+
+    # Images go to splits in proportion to their questions; a slot (image, type) is asked once.
+    image_ids = np.sort(rng.choice(np.arange(1, 50 * spec.images + 1), spec.images, replace=False))
+    key_objects = np.array(
+        [np.sort(rng.choice(len(KEY_OBJECTS), 2, replace=False)) for _ in range(spec.images)]
+    )
+    slot_answer = np.array([[rng.integers(n) for n in world.n_answers] for _ in range(spec.images)])
+    order = rng.permutation(spec.images)
+    total = sum(sizes.values())
+    records: dict[str, list[dict]] = {}
+    start = 0
+    for i, (split, n_q) in enumerate(sizes.items()):
+        n_img = (
+            spec.images - start
+            if i == len(sizes) - 1
+            else max(1, int(np.ceil(spec.images * n_q / total)))
+        )
+        n_img = max(n_img, int(np.ceil(n_q / n_types)))
+        imgs = order[start : start + n_img]
+        start += n_img
+        slots = rng.choice(len(imgs) * n_types, n_q, replace=False)
+        records[split] = []
+        for s in np.sort(slots):
+            img, t = int(imgs[s // n_types]), int(s % n_types)
+            kw, loc = int(rng.integers(6)), int(rng.integers(len(LOCATIONS)))
+            ko = (int(key_objects[img, 0]), int(key_objects[img, 1]))
+            a = _draw_answer(world, spec, split, t, kw, loc, ko, rng)
+            records[split].append({"img": img, "t": t, "kw": kw, "loc": loc, "ko": ko, "a": a})
+        if split == "pretrain" or spec.dataset == "vqacp_v2":
+            _stratify(world, spec, split, records[split], rng)
+        for r in records[split]:
+            slot_answer[r["img"], r["t"]] = r["a"]
+        if start > spec.images:
+            raise InputError(f"--images {spec.images} are too few for the split sizes {sizes}")
+
+    features, boxes = _render(spec, world, key_objects, slot_answer, rng)
+    with atomic_dir(out) as tmp:
+        write_feature_store(tmp / "features.h5", image_ids, features.astype(np.float32), boxes)
+        counts = {}
+        for split, recs in records.items():
+            ques, anns, ood = _to_json(spec, world, recs, image_ids, rng)
+            counts[split] = len(ques)
+            _write_split(spec, tmp, split, ques, anns, ood)
+        meta = {
+            "spec": asdict(spec),
+            "splits": counts,
+            "question_types": [q[0] for q in QUESTION_TYPES],
+            "dominant_train": {q[0]: q[2][world.dom_qt[t]] for t, q in enumerate(QUESTION_TYPES)},
+        }
+        if spec.dataset == "vqacp_v2":
+            meta["dominant_test"] = {
+                q[0]: q[2][world.dom_qt_test[t]] for t, q in enumerate(QUESTION_TYPES)
+            }
+        (tmp / "synth.json").write_text(json.dumps(meta, indent=1) + "\n")
+        (tmp / "prepare.yaml").write_text(_prepare_yaml(spec, out.resolve()))
+    return meta
+
+
+def _render(
+    spec: SynthSpec,
+    world: _World,
+    key_objects: np.ndarray,
+    slot_answer: np.ndarray,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Features (M, K, D) and boxes (M, K, 4) of every image."""
+    m, k, d = spec.images, spec.num_boxes, spec.feature_dim
+    n_types = len(QUESTION_TYPES)
+    feats = world.background_code[rng.integers(NUM_BACKGROUND_CODES, size=(m, k))]
+    for img in range(m):
+        pos = rng.permutation(k)
+        j = 0
+        for t in range(n_types):
+            code = (world.type_code[t] + world.answer_code[t, slot_answer[img, t]]) / np.sqrt(2)
+            for _ in range(spec.answer_boxes):
+                feats[img, pos[j]] = code
+                j += 1
+        for o in key_objects[img]:
+            feats[img, pos[j]] = world.object_code[o]
+            j += 1
+    feats = feats + spec.noise * rng.standard_normal((m, k, d))
+    corners = rng.random((m, k, 2, 2))
+    boxes = np.concatenate([corners.min(axis=2), corners.max(axis=2)], axis=-1)  # x1 y1 x2 y2
+    return feats, boxes.astype(np.float32)
+
+
+def _to_json(
+    spec: SynthSpec,
+    world: _World,
+    recs: list[dict],
+    image_ids: np.ndarray,
+    rng: np.random.Generator,
+) -> tuple[list[dict], list[dict], dict[str, list[int]]]:
+    ques, anns = [], []
+    ood: dict[str, list[int]] = {s: [] for s in VQAVS_OOD_SETS}
+    for r in recs:
+        qtype, atype, answers, keywords, template = QUESTION_TYPES[r["t"]]
+        image_id = int(image_ids[r["img"]])
+        qid = image_id * 10 + r["t"]
+        answer = answers[r["a"]]
+        # Yes/no questions are the least ambiguous in VQA: half the room for disagreement.
+        floor = spec.agreement if atype != "yes/no" else (1 + spec.agreement) / 2
+        agreement = floor + (1 - floor) * rng.random()
+        others = tuple(a for a in answers if a != answer)
+        humans = _human_answers(answer, others, agreement, rng)
+        normal = Counter(_canonical(h, answers) for h in humans)
+        mc = max(normal.items(), key=lambda kv: (kv[1], kv[0] == answer))[0]
+        text = template.format(kw=keywords[r["kw"]], loc=LOCATIONS[r["loc"]])
+        ques.append(
+            {
+                "question_id": qid,
+                "image_id": image_id,
+                "question": text,
+                "coco_split": "train2014" if image_id % 3 else "val2014",
+            }
+        )
+        anns.append(
+            {
+                "question_id": qid,
+                "image_id": image_id,
+                "question_type": qtype,
+                "answer_type": atype,
+                "multiple_choice_answer": mc,
+                "answers": [
+                    {"answer": h, "answer_confidence": "yes", "answer_id": i + 1}
+                    for i, h in enumerate(humans)
+                ],
+            }
+        )
+        broken = {
+            f: r["a"] != world.dominant(f, r["t"], r["kw"], r["loc"], r["ko"]) for f in SHORTCUTS
+        }
+        for s in VQAVS_OOD_SETS:
+            if all(broken[f] for f in s.split("+")):
+                ood[s].append(len(ques) - 1)
+    return ques, anns, ood
+
+
+def _canonical(human: str, answers: tuple[str, ...]) -> str:
+    """The answer a surface form stands for (the vocabulary's spelling)."""
+    h = human.lower().rstrip(".")
+    h = h[4:] if h.startswith("the ") else h
+    words = {v: k for k, v in NUMBER_WORDS.items()}
+    h = words.get(h, h)
+    return h if h in answers else human
+
+
+def _write_split(
+    spec: SynthSpec,
+    root: Path,
+    split: str,
+    ques: list[dict],
+    anns: list[dict],
+    ood: dict[str, list[int]],
+) -> None:
+    if spec.dataset == "vqacp_v2":
+        files = [(vqacp_files(root, split), ques, anns)]
+    else:
+        files = [(vqavs_files(root, split), ques, anns)]
+        if split == "test":
+            for s in VQAVS_OOD_SETS:
+                idx = ood[s]
+                files.append(
+                    (vqavs_ood_files(root, s), [ques[i] for i in idx], [anns[i] for i in idx])
+                )
+    for (q_path, a_path), q, a in files:
+        q_path.parent.mkdir(parents=True, exist_ok=True)
+        q_path.write_text(json.dumps(q))
+        a_path.write_text(json.dumps(a))
+
+
+def _prepare_yaml(spec: SynthSpec, root: Path) -> str:
+    config = {
+        "data": {
+            "dataset": spec.dataset,
+            "root": str(root),
+            "features": str(root / "features.h5"),
+            "cache_dir": str(root / "cache"),
+            "num_boxes": spec.num_boxes,
+            "feature_dim": spec.feature_dim,
+            "scoring": "vqa",
+            "tokenizer": {"kind": "wordpiece", "vocab_size": 200},
+        }
+    }
+    head = f"# tickets data prepare {root / 'prepare.yaml'}\n"
+    return head + yaml.safe_dump(config, sort_keys=False)
+
+
+__all__ = ["SynthSpec", "generate", "QUESTION_TYPES", "VQAVS_DIRS"]
