@@ -8,7 +8,6 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Callable
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -46,29 +45,13 @@ def bad_input_exits_2(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-class Dataset(StrEnum):
-    vqacp_v2 = "vqacp_v2"
-    vqavs = "vqavs"
-
-
-class TsvFormat(StrEnum):
-    auto = "auto"
-    bottomup = "bottomup"
-    lxmert = "lxmert"
-
-
-class FeatureDtype(StrEnum):
-    float16 = "float16"
-    float32 = "float32"
-
-
 @data_app.command("synth")
 @bad_input_exits_2
 def synth(
     out: Annotated[Path, typer.Argument(help="Directory to write the benchmark into.")],
     dataset: Annotated[
-        Dataset, typer.Option(help="Which benchmark's files to write.")
-    ] = Dataset.vqacp_v2,
+        str, typer.Option(help="vqacp_v2 or vqavs: whose files to write.")
+    ] = "vqacp_v2",
     questions: Annotated[
         int, typer.Option(help="Training questions (test: half, pretrain: as many).")
     ] = 3000,
@@ -87,7 +70,7 @@ def synth(
     from vqa.synth import SynthSpec, generate
 
     spec = SynthSpec(
-        dataset=dataset.value,
+        dataset=dataset,
         questions=questions,
         images=images,
         feature_dim=feature_dim,
@@ -98,7 +81,7 @@ def synth(
     )
     meta = generate(spec, out)
     sizes = ", ".join(f"{k} {v}" for k, v in meta["splits"].items())
-    typer.echo(f"wrote {out} ({dataset.value}: {sizes} questions)")
+    typer.echo(f"wrote {out} ({dataset}: {sizes} questions)")
     typer.echo(f"next: tickets data prepare {out / 'prepare.yaml'}")
 
 
@@ -139,10 +122,12 @@ def report_cmd(
 def convert_tsv_cmd(
     out: Annotated[Path, typer.Argument(help="HDF5 feature store to write.")],
     tsv: Annotated[list[Path], typer.Argument(help="trainval_36 or *_obj36.tsv files.")],
-    format: Annotated[TsvFormat, typer.Option("--format", help="TSV layout.")] = TsvFormat.auto,
+    format: Annotated[
+        str, typer.Option("--format", help="TSV layout: auto, bottomup or lxmert.")
+    ] = "auto",
     dtype: Annotated[
-        FeatureDtype, typer.Option(help="Stored feature dtype.")
-    ] = FeatureDtype.float16,
+        str, typer.Option(help="Stored feature dtype: float16 or float32.")
+    ] = "float16",
     num_boxes: Annotated[int | None, typer.Option(help="Expected boxes per image.")] = None,
 ) -> None:
     """Convert bottom-up (trainval_36) or LXMERT (*_obj36) TSV features into the HDF5 store."""
@@ -151,14 +136,14 @@ def convert_tsv_cmd(
     summary = convert_tsv(
         tsv,
         out,
-        fmt=format.value,
-        dtype=dtype.value,
+        fmt=format,
+        dtype=dtype,
         num_boxes=num_boxes,
         progress=sys.stderr.isatty(),
     )
     typer.echo(
         f"wrote {summary['out']}: {summary['images']} images x {summary['num_boxes']} boxes x "
-        f"{summary['feature_dim']} ({summary['format']} TSV, {dtype.value})"
+        f"{summary['feature_dim']} ({summary['format']} TSV, {dtype})"
     )
 
 

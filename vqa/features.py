@@ -157,7 +157,8 @@ def load_feature_store(
         stat = resolved.stat()
     except FileNotFoundError:
         raise InputError(f"{path}: feature store not found") from None
-    key = (str(resolved), stat.st_mtime_ns, stat.st_size)
+    # The inode tells a replaced file from the old one even with the same size and mtime.
+    key = (str(resolved), stat.st_dev, stat.st_ino, stat.st_mtime_ns, stat.st_size)
     store = _OPEN_STORES.get(key)
     if store is None:
         store = _open(resolved)
@@ -174,7 +175,7 @@ def load_feature_store(
     return store
 
 
-_OPEN_STORES: dict[tuple[str, int, int], FeatureStore] = {}
+_OPEN_STORES: dict[tuple[str, int, int, int, int], FeatureStore] = {}
 
 
 def _open(path: Path) -> FeatureStore:
@@ -193,6 +194,10 @@ def _open(path: Path) -> FeatureStore:
         if feat_ds.ndim != 3 or feat_ds.shape[0] != n:
             raise InputError(
                 f"{path}: field 'features' has shape {feat_ds.shape}, expected ({n}, K, D)"
+            )
+        if feat_ds.shape[1] < 1 or feat_ds.shape[2] < 1:
+            raise InputError(
+                f"{path}: field 'features' has shape {feat_ds.shape}: no boxes or no dimensions"
             )
         if feat_ds.dtype not in FEATURE_DTYPES:
             raise InputError(

@@ -208,15 +208,16 @@ def read_vqavs(root: str | os.PathLike[str]) -> dict[str, pd.DataFrame]:
     for ood in VQAVS_OOD_SETS:
         ques_path, ann_path = vqavs_ood_files(root, ood)
         subset = read_pair(ques_path, ann_path)
-        for qid, mc in zip(subset["question_id"], subset["multiple_choice_answer"], strict=True):
+        for j, qid in enumerate(subset["question_id"]):
             i = by_id.get(int(qid))
             if i is None:
                 raise InputError(f"{ques_path}: question_id {qid} is not in the IID test set")
-            if test.at[i, "multiple_choice_answer"] != mc:
-                raise InputError(
-                    f"{ann_path}: question {qid}: field 'multiple_choice_answer' differs from "
-                    "the IID test set's"
-                )
+            for field, path in (("question", ques_path), ("image_id", ann_path),
+                                ("multiple_choice_answer", ann_path)):  # fmt: skip
+                if test.at[i, field] != subset.at[j, field]:
+                    raise InputError(
+                        f"{path}: question {qid}: field '{field}' differs from the IID test set's"
+                    )
             members[i].append(ood)
     test["ood_sets"] = members
     if any(p.exists() for p in vqavs_files(root, "pretrain")):

@@ -283,6 +283,8 @@ def generate(spec: SynthSpec, out: str | Path) -> dict:
     """Write the benchmark under `out` (replacing an earlier synthetic benchmark there)."""
     spec.check()
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: exists and is not a directory")
     if out.exists() and any(out.iterdir()) and not (out / "synth.json").is_file():
         raise InputError(
             f"{out}: exists and is not a synthetic benchmark directory; not replacing it"

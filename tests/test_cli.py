@@ -1,0 +1,80 @@
+"""The CLI's happy paths: demo, synth -> prepare -> report, convert-tsv, overrides."""
+
+from __future__ import annotations
+
+import base64
+import re
+from pathlib import Path
+
+import numpy as np
+from typer.testing import CliRunner
+
+from search.cli import app
+from search.config import load_config
+from vqa.features import load_feature_store
+
+runner = CliRunner()
+
+
+def test_demo_runs_synth_prepare_report(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["demo", "--out", str(tmp_path / "demo")])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "prior-only baseline" in out and "Not built yet" in out
+    row = {m[0]: float(m[1]) for m in re.findall(r"^(train|test)\s+([\d.]+)", out, re.M)}
+    assert row["train"] - row["test"] >= 40
+    resolved = load_config(tmp_path / "demo" / "demo.resolved.yaml")
+    assert resolved.data.cache_dir == (tmp_path / "demo" / "data" / "cache").resolve()
+    assert (resolved.data.cache_dir / "manifest.json").is_file()
+
+
+def test_synth_prepare_report_with_override(tmp_path: Path) -> None:
+    bench = tmp_path / "vs"
+    result = runner.invoke(
+        app,
+        ["data", "synth", str(bench), "--dataset", "vqavs", "--questions", "800",
+         "--images", "400", "--feature-dim", "16", "--seed", "3"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    config = str(bench / "prepare.yaml")
+    other = tmp_path / "other_cache"
+    args = ["data", "prepare", config, f"data.cache_dir={other}", "data.min_answer_count=2"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "written" in result.output and (other / "manifest.json").is_file()
+    assert not (bench / "cache").exists()
+    saved = load_config(other / "config.yaml").data
+    assert saved.min_answer_count == 2 and saved.dataset == "vqavs"
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0 and "up to date" in again.output
+    report = runner.invoke(app, ["data", "report", config, f"data.cache_dir={other}"])
+    assert report.exit_code == 0, report.output
+    assert "ood_mean" in report.output and "val" in report.output
+
+
+def test_convert_tsv_command(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    feats = rng.standard_normal((2, 3, 5)).astype(np.float32)
+    boxes = np.array([[10, 20, 30, 40]] * 3, dtype=np.float32)
+    lines = []
+    for i, (image_id, w, h) in enumerate([(7, 100, 50), (9, 200, 80)]):
+        fields = [str(image_id), str(w), str(h), "3",
+                  base64.b64encode(boxes.tobytes()).decode(),
+                  base64.b64encode(feats[i].tobytes()).decode()]  # fmt: skip
+        lines.append("\t".join(fields))
+    tsv = tmp_path / "trainval_36.tsv"
+    tsv.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "features.h5"
+    result = runner.invoke(app, ["data", "convert-tsv", str(out), str(tsv), "--dtype", "float32"])
+    assert result.exit_code == 0, result.output
+    store = load_feature_store(out)
+    assert store.image_ids.tolist() == [7, 9]
+    np.testing.assert_array_equal(store.features, feats)
+    np.testing.assert_allclose(store.boxes[1, 0], [10 / 200, 20 / 80, 30 / 200, 40 / 80])
+
+
+def test_every_command_has_help() -> None:
+    for args in ([], ["data"], ["data", "synth"], ["data", "prepare"], ["data", "report"],
+                 ["data", "convert-tsv"], ["demo"]):  # fmt: skip
+        result = runner.invoke(app, [*args, "--help"])
+        assert result.exit_code == 0 and "Usage" in result.output, args
