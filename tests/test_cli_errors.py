@@ -18,48 +18,13 @@ import yaml
 from typer.testing import CliRunner
 
 from search.cli import app
+from tests.tiny import write_vqacp
 from vqa.features import write_feature_store
 
 TICKETS = str(Path(sys.executable).parent / "tickets")
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
 D = 8
 N_IMAGES = 10
-QTYPES = (("is the", "yes/no"), ("how many", "number"), ("what color is the", "other"))
-POOLS = {"yes/no": ("yes", "no"), "number": ("1", "2", "3"), "other": ("red", "blue")}
-
-
-# ---------------------------------------------------------------- a tiny valid VQA-CP v2 setup
-
-
-def records(n: int, first_qid: int) -> tuple[list[dict], list[dict]]:
-    questions, annotations = [], []
-    for i in range(n):
-        qid, image_id = first_qid + i, 1 + i % N_IMAGES
-        qtype, atype = QTYPES[i % len(QTYPES)]
-        pool = POOLS[atype]
-        answer = pool[i % len(pool)]
-        questions.append(
-            {
-                "question_id": qid,
-                "image_id": image_id,
-                "question": f"{qtype} object {i} here?",
-                "coco_split": "val2014",
-            }
-        )
-        annotations.append(
-            {
-                "question_id": qid,
-                "image_id": image_id,
-                "question_type": qtype,
-                "answer_type": atype,
-                "multiple_choice_answer": answer,
-                "answers": [
-                    {"answer": answer, "answer_confidence": "yes", "answer_id": j + 1}
-                    for j in range(10)
-                ],
-            }
-        )
-    return questions, annotations
 
 
 def features_file(path: Path, image_ids: list[int], d: int = D) -> None:
@@ -74,10 +39,7 @@ def setup(tmp_path: Path) -> Path:
     the cache would go to tmp/cache."""
     root = tmp_path / "data"
     root.mkdir()
-    for split, first in (("train", 1000), ("test", 2000)):
-        q, a = records(40, first)
-        (root / f"vqacp_v2_{split}_questions.json").write_text(json.dumps(q, indent=1))
-        (root / f"vqacp_v2_{split}_annotations.json").write_text(json.dumps(a, indent=1))
+    write_vqacp(root, n_images=N_IMAGES)
     features_file(tmp_path / "features.h5", list(range(1, N_IMAGES + 1)))
     config = {
         "data": {
