@@ -147,6 +147,60 @@ def convert_tsv_cmd(
     )
 
 
+def _train_stage(stage: str, config: Path, overrides: list[str] | None) -> None:
+    from models.objectives import ObjectiveConfig
+    from models.train import fit
+    from search.config import load_config
+
+    cfg = load_config(config, overrides)
+    train_cfg = getattr(cfg, stage)
+    if train_cfg is None:
+        raise InputError(f"{config}: no '{stage}:' block (output_dir, epochs, ...)")
+    if stage == "pretrain":
+        objective, blocks = ObjectiveConfig(name="bce"), ("data", "pretrain")
+    else:
+        objective, blocks = cfg.objective, ("data", "model", "objective", "finetune")
+    metrics = fit(stage, cfg.data, cfg.model, objective, train_cfg, cfg.blocks_yaml(*blocks),
+                  progress=sys.stderr.isatty(), log=typer.echo)  # fmt: skip
+    typer.echo(format_metrics(metrics))
+
+
+def format_metrics(metrics: dict) -> str:
+    """The kept model's accuracies, one line per split."""
+    lines = [f"kept epoch {metrics['kept_epoch']}: {metrics['model_dir']}"]
+    for name in [metrics["selection_split"], "test", "test_full"]:
+        m = metrics["selection"] if name == metrics["selection_split"] else metrics.get(name)
+        if m:
+            parts = [f"{k} {m[k]:.2f}" for k in ("overall", "yes_no", "number", "other", "ood_mean")
+                     if k in m]  # fmt: skip
+            lines.append(f"  {name:<10} " + ", ".join(parts))
+    return "\n".join(lines)
+
+
+@app.command("pretrain")
+@bad_input_exits_2
+def pretrain_cmd(
+    config: Annotated[
+        Path, typer.Argument(help="YAML run config with data: and pretrain: blocks.")
+    ],
+    overrides: Overrides = None,
+) -> None:
+    """Pre-train a small LXMERT with BCE on the balanced split (synthetic benchmark only)."""
+    _train_stage("pretrain", config, overrides)
+
+
+@app.command("finetune")
+@bad_input_exits_2
+def finetune_cmd(
+    config: Annotated[
+        Path, typer.Argument(help="YAML run config with data:, model:, objective:, finetune:.")
+    ],
+    overrides: Overrides = None,
+) -> None:
+    """Stage 1: fine-tune the whole model with loss L1 (objective.name), keep the best epoch."""
+    _train_stage("finetune", config, overrides)
+
+
 @app.command("demo")
 @bad_input_exits_2
 def demo_cmd(

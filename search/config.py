@@ -14,16 +14,37 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from models.config import ModelConfig, PretrainConfig, TrainConfig
+from models.objectives import ObjectiveConfig
 from vqa.config import DataConfig
 from vqa.errors import InputError
 
 
 class RunConfig(BaseModel):
-    """A whole run. Blocks: `data` (vqa). Model, pruning and search blocks join as they land."""
+    """A whole run. Blocks: `data` (vqa); `model`, `objective` (stage 1's loss L1), `pretrain`,
+    `finetune` (models). Pruning and search blocks join as they land."""
 
     model_config = ConfigDict(extra="forbid")
 
     data: DataConfig
+    model: ModelConfig = ModelConfig()
+    objective: ObjectiveConfig = ObjectiveConfig()
+    pretrain: PretrainConfig | None = None
+    finetune: TrainConfig | None = None
+
+    def resolved(self) -> RunConfig:
+        """A copy with every path absolute."""
+        update: dict[str, Any] = {"data": self.data.resolved(), "model": self.model.resolved()}
+        for name in ("pretrain", "finetune"):
+            block = getattr(self, name)
+            if block is not None:
+                update[name] = block.resolved()
+        return self.model_copy(update=update)
+
+    def blocks_yaml(self, *names: str) -> str:
+        """The resolved blocks `names` as YAML: what a stage saves and compares on resume."""
+        dumped = self.resolved().model_dump(mode="json")
+        return yaml.safe_dump({n: dumped[n] for n in names}, sort_keys=False)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -103,5 +124,4 @@ def load_config(path: str | os.PathLike[str], overrides: list[str] | None = None
 
 def dump_config(config: RunConfig) -> str:
     """The resolved config as YAML (paths absolute), as saved next to what a command writes."""
-    data = config.model_copy(update={"data": config.data.resolved()})
-    return yaml.safe_dump(data.model_dump(mode="json"), sort_keys=False)
+    return yaml.safe_dump(config.resolved().model_dump(mode="json"), sort_keys=False)

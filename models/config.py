@@ -1,0 +1,81 @@
+"""The `model:` block and the training blocks (`pretrain:`, `finetune:`) of a run config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class ArchitectureConfig(BaseModel):
+    """Sizes of a new, randomly initialised LXMERT (the small model `tickets pretrain` builds)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    hidden_size: int = Field(64, ge=8)
+    num_attention_heads: int = Field(4, ge=1)
+    intermediate_size: int = Field(256, ge=8)
+    l_layers: int = Field(1, ge=1)
+    x_layers: int = Field(1, ge=1)
+    r_layers: int = Field(1, ge=1)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _heads_divide_hidden(self) -> ArchitectureConfig:
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"hidden_size {self.hidden_size} is not a multiple of "
+                f"num_attention_heads {self.num_attention_heads}"
+            )
+        return self
+
+
+class ModelConfig(BaseModel):
+    """The model stage 1 starts from: `checkpoint`, a local `from_pretrained` directory
+    (lxmert-base-uncased, or the `model/` directory a `tickets pretrain` run writes)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    checkpoint: Path | None = None
+    # Reuse the checkpoint's answer head when it was trained on the same answer vocabulary
+    # (a `tickets pretrain` output); lxmert-base-uncased has none, so its head starts fresh.
+    reuse_answer_head: bool = True
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    def resolved(self) -> ModelConfig:
+        if self.checkpoint is None:
+            return self
+        return self.model_copy(update={"checkpoint": self.checkpoint.expanduser().resolve()})
+
+
+class TrainConfig(BaseModel):
+    """One training run (pre-training or stage 1): where it writes and how it optimises.
+
+    AdamW with linear warm-up over `warmup_ratio` of the steps, then linear decay to zero;
+    gradients clipped to `grad_clip` (global norm); evaluation after every epoch.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    output_dir: Path
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(64, ge=1)
+    eval_batch_size: int = Field(512, ge=1)
+    lr: float = Field(5e-5, gt=0)
+    warmup_ratio: float = Field(0.1, ge=0.0, lt=1.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    grad_clip: float = Field(1.0, gt=0)
+    seed: int = 0
+    # Also score the kept model on its own training split (the in-distribution accuracy of
+    # the synthetic benchmark); off by default since on real data it costs a pass over train.
+    eval_train: bool = False
+
+    def resolved(self) -> TrainConfig:
+        return self.model_copy(update={"output_dir": self.output_dir.expanduser().resolve()})
+
+
+class PretrainConfig(TrainConfig):
+    """`tickets pretrain`: BCE on the balanced `pretrain` split of a synthetic benchmark."""
+
+    architecture: ArchitectureConfig = ArchitectureConfig()

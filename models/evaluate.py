@@ -1,0 +1,38 @@
+"""Prediction and evaluation of a VQA model on a split of the data cache."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from models.vqa_model import VQAModel
+from vqa.baseline import evaluate_predictions
+from vqa.cache import PreparedData
+
+
+@torch.no_grad()
+def predict(model: VQAModel, data: PreparedData, split_name: str, device: torch.device,
+            batch_size: int = 512) -> list[str]:  # fmt: skip
+    """The predicted answer of every question of the split: argmax of the main logits only."""
+    split = data.split(split_name)
+    was_training = model.training
+    model.eval()
+    preds: list[str] = []
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    for start in range(0, len(split), batch_size):
+        rows = np.arange(start, min(start + batch_size, len(split)))
+        batch = data.make_batch(split, rows).to(device)
+        with autocast:
+            logits, _ = model(
+                batch.input_ids, batch.attention_mask, batch.visual_feats, batch.visual_pos
+            )
+        preds += [data.answers[i] for i in logits.float().argmax(-1).tolist()]
+    model.train(was_training)
+    return preds
+
+
+def evaluate_split(model: VQAModel, data: PreparedData, split_name: str, device: torch.device,
+                   batch_size: int = 512) -> dict[str, float]:  # fmt: skip
+    """Percent accuracy (official metric) overall, per answer type and, for VQA-VS, per OOD set."""
+    preds = predict(model, data, split_name, device, batch_size)
+    return evaluate_predictions(data, data.split(split_name), preds)

@@ -1,0 +1,263 @@
+"""Full-model training: `tickets pretrain` (BCE on the balanced split) and stage 1 (`finetune`).
+
+Output directory (`<stage>.output_dir`):
+  config.yaml      the resolved run config
+  last/            the latest epoch: model directory + `state.pt` (optimiser, scheduler, RNG,
+                   history) + `objective.safetensors`; a crashed run resumes from here
+  best/            stage 1: the model with the best selection accuracy so far
+  model/           pre-training: the final model, an ordinary `from_pretrained` directory
+  metrics.json     per-epoch history, the kept model's selection and test metrics
+Every directory and file is replaced atomically, so a crash leaves the previous epoch intact.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from models.config import ModelConfig, PretrainConfig, TrainConfig
+from models.evaluate import evaluate_split
+from models.objectives import ObjectiveConfig, build_objective
+from models.vqa_model import (
+    VQAModel,
+    load_backbone,
+    load_head,
+    pick_device,
+    save_model_dir,
+    small_backbone,
+)
+from vqa.atomic import atomic_dir, atomic_path, write_json
+from vqa.cache import PreparedData, load_cache
+from vqa.config import DataConfig
+from vqa.errors import InputError
+from vqa.prepare import cache_is_current
+from vqa.tokenize import load_tokenizer
+
+STAGES = {"pretrain": "pretrain", "finetune": "train"}  # stage -> training split
+
+
+def _load_data(data_cfg: DataConfig) -> PreparedData:
+    if not cache_is_current(data_cfg):
+        raise InputError(
+            f"{data_cfg.resolved().cache_dir}: data cache missing or out of date; "
+            "run `tickets data prepare CONFIG` first"
+        )
+    return load_cache(data_cfg.resolved().cache_dir)
+
+
+def build_model(stage: str, model_cfg: ModelConfig, train_cfg: TrainConfig, data: PreparedData):
+    """(model, tokenizer): pre-training builds a new small LXMERT (`pretrain.architecture`) with
+    the cache's tokenizer; stage 1 loads `model.checkpoint` and checks it fits the data cache."""
+    cache_tok = load_tokenizer(data.tokenizer_dir)
+    if isinstance(train_cfg, PretrainConfig):
+        backbone = small_backbone(train_cfg.architecture, len(cache_tok), data.store.feature_dim)
+        return VQAModel(backbone, data.num_answers), cache_tok
+    if model_cfg.checkpoint is None:
+        raise InputError("model.checkpoint: required for finetune (a local model directory)")
+    ckpt = model_cfg.checkpoint
+    backbone = load_backbone(ckpt)
+    tokenizer = load_tokenizer(ckpt)
+    if tokenizer.get_vocab() != cache_tok.get_vocab():
+        raise InputError(
+            f"{ckpt}: its tokenizer differs from the data cache's ({data.tokenizer_dir}); "
+            "prepare the data with data.tokenizer.kind=pretrained and this path"
+        )
+    if backbone.config.visual_feat_dim != data.store.feature_dim:
+        raise InputError(
+            f"{ckpt}: visual_feat_dim {backbone.config.visual_feat_dim} does not match the "
+            f"features' dimension {data.store.feature_dim}"
+        )
+    model = VQAModel(backbone, data.num_answers)
+    if model_cfg.reuse_answer_head:
+        load_head(model, ckpt, data.answers)
+    return model, tokenizer
+
+
+def _linear_schedule(warmup: int, total: int) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return factor
+
+
+def fit(
+    stage: str,
+    data_cfg: DataConfig,
+    model_cfg: ModelConfig,
+    objective_cfg: ObjectiveConfig,
+    train_cfg: TrainConfig,
+    config_yaml: str,
+    progress: bool = False,
+    log: Callable[[str], None] = lambda _: None,
+) -> dict:
+    """Train (or resume, or confirm finished) one stage; returns the contents of metrics.json."""
+    train_cfg, model_cfg = train_cfg.resolved(), model_cfg.resolved()
+    out = train_cfg.output_dir
+    _check_output_dir(out, config_yaml)
+    done = out / "metrics.json"
+    if done.is_file() and json.loads(done.read_text()).get("complete"):
+        log(f"{out}: already complete, nothing to do")
+        return json.loads(done.read_text())
+
+    data = _load_data(data_cfg)
+    if not (out / "config.yaml").is_file():
+        out.mkdir(parents=True, exist_ok=True)
+        with atomic_path(out / "config.yaml") as tmp:
+            tmp.write_text(config_yaml)
+    device = pick_device(model_cfg.device)
+    torch.manual_seed(train_cfg.seed)
+    model, tokenizer = build_model(stage, model_cfg, train_cfg, data)
+    objective = build_objective(objective_cfg, model.backbone.config.hidden_size)
+    model.to(device)
+    objective.to(device)
+
+    split = data.split(STAGES[stage])
+    steps_per_epoch = math.ceil(len(split) / train_cfg.batch_size)
+    total = steps_per_epoch * train_cfg.epochs
+    params = [p for p in list(model.parameters()) + list(objective.parameters()) if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
+    warmup = int(train_cfg.warmup_ratio * total)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _linear_schedule(warmup, total))
+
+    history: list[dict] = []
+    start_epoch = 0
+    best = -1.0
+    if (out / "last" / "state.pt").is_file():
+        start_epoch, history, best = _resume(out / "last", model, objective, optimizer, scheduler)
+        log(f"resuming {out} after epoch {start_epoch}")
+
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    for epoch in range(start_epoch, train_cfg.epochs):
+        model.train()
+        objective.train()
+        order = np.random.default_rng([train_cfg.seed, epoch]).permutation(len(split))
+        losses = []
+        bar = tqdm(range(steps_per_epoch), desc=f"{stage} epoch {epoch + 1}/{train_cfg.epochs}",
+                   disable=not progress, leave=False)  # fmt: skip
+        for i in bar:
+            rows = order[i * train_cfg.batch_size : (i + 1) * train_cfg.batch_size]
+            batch = data.make_batch(split, rows).to(device)
+            with autocast:
+                logits, pooled = model(
+                    batch.input_ids, batch.attention_mask, batch.visual_feats, batch.visual_pos
+                )
+            loss = objective(logits.float(), batch.targets, batch.prior, pooled.float())
+            if not torch.isfinite(loss):
+                raise RuntimeError(f"{stage}: non-finite loss at epoch {epoch + 1}, step {i + 1}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, train_cfg.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        selection = evaluate_split(model, data, data.selection_split, device,
+                                   train_cfg.eval_batch_size)  # fmt: skip
+        history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)),
+                        "lr": scheduler.get_last_lr()[0], "selection": selection})  # fmt: skip
+        log(f"{stage} epoch {epoch + 1}: loss {np.mean(losses):.4f}, "
+            f"{data.selection_split} {selection['overall']:.2f}")  # fmt: skip
+        if stage == "finetune" and selection["overall"] > best:
+            best = selection["overall"]
+            with atomic_dir(out / "best") as tmp:
+                save_model_dir(model, data.answers, tokenizer, config_yaml, tmp)
+        _save_last(out / "last", model, objective, optimizer, scheduler, tokenizer, data,
+                   config_yaml, epoch + 1, history, best)  # fmt: skip
+        write_json(out / "metrics.json", {"stage": stage, "complete": False, "history": history})
+
+    return _finish(stage, out, model, data, device, train_cfg, tokenizer, config_yaml, history)
+
+
+def _finish(stage, out: Path, model: VQAModel, data: PreparedData, device, train_cfg,
+            tokenizer, config_yaml: str, history: list[dict]) -> dict:  # fmt: skip
+    """Evaluate the kept model on the test splits and write metrics.json (and pretrain's model/)."""
+    if stage == "finetune":
+        kept = out / "best"
+        best_epoch = max(history, key=lambda h: h["selection"]["overall"])["epoch"]
+        model.backbone.load_state_dict(load_backbone(kept).state_dict())
+        load_head(model, kept, data.answers)
+        model.to(device)
+    else:
+        kept = out / "model"
+        best_epoch = history[-1]["epoch"]
+        with atomic_dir(kept) as tmp:
+            save_model_dir(model, data.answers, tokenizer, config_yaml, tmp)
+    metrics = {
+        "stage": stage,
+        "complete": True,
+        "model_dir": str(kept),
+        "kept_epoch": best_epoch,
+        "selection_split": data.selection_split,
+        "selection": next(h["selection"] for h in history if h["epoch"] == best_epoch),
+        "history": history,
+    }
+    names = _test_splits(data) + ([STAGES[stage]] if train_cfg.eval_train else [])
+    for name in names:
+        metrics[name] = evaluate_split(model, data, name, device, train_cfg.eval_batch_size)
+    write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+def _test_splits(data: PreparedData) -> list[str]:
+    return [s for s in ("test", "test_full") if s in data.split_names]
+
+
+def _check_output_dir(out: Path, config_yaml: str) -> None:
+    """Refuse a directory that holds a different run, or anything but a run."""
+    saved = out / "config.yaml"
+    if saved.is_file():
+        if saved.read_text() != config_yaml:
+            raise InputError(
+                f"{out}: holds a run with a different config ({saved}); "
+                "use another output_dir or delete it"
+            )
+    elif out.exists() and any(out.iterdir()):
+        raise InputError(f"{out}: exists, is not empty and holds no run (no config.yaml)")
+
+
+def _save_last(path: Path, model, objective, optimizer, scheduler, tokenizer, data, config_yaml,
+               epoch: int, history: list[dict], best: float) -> None:  # fmt: skip
+    with atomic_dir(path) as tmp:
+        save_model_dir(model, data.answers, tokenizer, config_yaml, tmp)
+        obj_state = {k: v.detach().cpu().contiguous() for k, v in objective.state_dict().items()}
+        if obj_state:
+            save_file(obj_state, str(tmp / "objective.safetensors"))
+        torch.save(
+            {
+                "epoch": epoch,
+                "best": best,
+                "history_json": json.dumps(history),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            },
+            tmp / "state.pt",
+        )
+
+
+def _resume(path: Path, model, objective, optimizer, scheduler) -> tuple[int, list[dict], float]:
+    try:
+        state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
+    except Exception as e:  # a truncated or foreign file: say which, never unpickle
+        raise InputError(f"{path / 'state.pt'}: unreadable training state ({e})") from None
+    backbone = load_backbone(path)
+    model.backbone.load_state_dict(backbone.state_dict())
+    model.head.load_state_dict(load_file(str(path / "answer_head.safetensors")))
+    if (path / "objective.safetensors").is_file():
+        objective.load_state_dict(load_file(str(path / "objective.safetensors")))
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["torch_rng"])
+    if state["cuda_rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    return int(state["epoch"]), json.loads(state["history_json"]), float(state["best"])
