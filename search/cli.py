@@ -207,12 +207,19 @@ def demo_cmd(
     out: Annotated[Path, typer.Option(help="Working directory of the demo.")] = Path(
         "tickets_demo"
     ),
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    seed: Annotated[int, typer.Option(help="Random seed of the synthetic benchmark.")] = 0,
+    questions: Annotated[int, typer.Option(help="Training questions of the benchmark.")] = 3000,
+    overrides: Overrides = None,
 ) -> None:
-    """Run the pipeline on the embedded synthetic benchmark (CPU, minutes)."""
+    """Run the pipeline on the embedded synthetic benchmark (CPU, minutes).
+
+    synth -> prepare -> data report -> pre-training -> stage 1 (LPF); overrides such as
+    finetune.epochs=2 apply to the demo's run config, saved as OUT/demo.yaml.
+    """
     from search.demo import run_demo
 
-    run_demo(out, seed=seed, echo=typer.echo)
+    run_demo(out, seed=seed, questions=questions, overrides=overrides, echo=typer.echo,
+             progress=sys.stderr.isatty())  # fmt: skip
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -16,16 +16,23 @@ from vqa.features import load_feature_store
 runner = CliRunner()
 
 
-def test_demo_runs_synth_prepare_report(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["demo", "--out", str(tmp_path / "demo")])
+def test_demo_runs_synth_prepare_report_pretrain_finetune(tmp_path: Path) -> None:
+    args = ["demo", "--out", str(tmp_path / "demo"), "--questions", "800",
+            "pretrain.epochs=1", "finetune.epochs=1"]  # fmt: skip
+    result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     out = result.output
     assert "prior-only baseline" in out and "Not built yet" in out
     row = {m[0]: float(m[1]) for m in re.findall(r"^(train|test)\s+([\d.]+)", out, re.M)}
     assert row["train"] - row["test"] >= 40
-    resolved = load_config(tmp_path / "demo" / "demo.resolved.yaml")
-    assert resolved.data.cache_dir == (tmp_path / "demo" / "data" / "cache").resolve()
-    assert (resolved.data.cache_dir / "manifest.json").is_file()
+    assert re.search(r"stage 1 \(lpf\): ID [\d.]+, OOD [\d.]+, dev [\d.]+", out)
+    config = load_config(tmp_path / "demo" / "demo.yaml")
+    assert config.finetune.epochs == 1 and config.objective.name == "lpf"
+    assert (config.data.cache_dir / "manifest.json").is_file()
+    assert (tmp_path / "demo" / "finetune" / "best" / "model.safetensors").is_file()
+    # Run again: every stage is found complete and nothing is redone.
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0 and again.output.count("already complete") == 2
 
 
 def test_synth_prepare_report_with_override(tmp_path: Path) -> None:
