@@ -20,6 +20,8 @@ class ArchitectureConfig(BaseModel):
     x_layers: int = Field(1, ge=1)
     r_layers: int = Field(1, ge=1)
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    # Std of the normal weight init (LXMERT's is 0.02).
+    initializer_range: float = Field(0.02, gt=0.0)
 
     @model_validator(mode="after")
     def _heads_divide_hidden(self) -> ArchitectureConfig:

@@ -80,6 +80,7 @@ def small_backbone(cfg: ArchitectureConfig, vocab_size: int, feature_dim: int) -
         attention_probs_dropout_prob=cfg.dropout,
         visual_feat_dim=feature_dim,
         visual_pos_dim=4,
+        initializer_range=cfg.initializer_range,
     )
     return LxmertModel(config)
 

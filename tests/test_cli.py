@@ -82,6 +82,6 @@ def test_convert_tsv_command(tmp_path: Path) -> None:
 
 def test_every_command_has_help() -> None:
     for args in ([], ["data"], ["data", "synth"], ["data", "prepare"], ["data", "report"],
-                 ["data", "convert-tsv"], ["demo"]):  # fmt: skip
+                 ["data", "convert-tsv"], ["demo"], ["pretrain"], ["finetune"]):  # fmt: skip
         result = runner.invoke(app, [*args, "--help"])
         assert result.exit_code == 0 and "Usage" in result.output, args
