@@ -78,6 +78,10 @@ class TrainConfig(BaseModel):
 
 
 class PretrainConfig(TrainConfig):
-    """`tickets pretrain`: BCE on the balanced `pretrain` split of a synthetic benchmark."""
+    """`tickets pretrain`: question answering on the balanced `pretrain` split of a synthetic
+    benchmark. `loss: ce` is LXMERT's own pre-training QA loss (softmax cross-entropy against the
+    top answer); `bce` is offered, but from a random start it settles on question-only answers
+    and never uses the image (docs/CALIBRATION.md)."""
 
     architecture: ArchitectureConfig = ArchitectureConfig()
+    loss: Literal["ce", "bce"] = "ce"

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
-ObjectiveName = Literal["bce", "lmh", "rubi", "lpf"]
+ObjectiveName = Literal["bce", "lmh", "rubi", "lpf", "ce"]
 
 
 class ObjectiveConfig(BaseModel):
@@ -171,6 +171,19 @@ class LPF(Objective):
         return ((1 - alpha) ** self.gamma * ce).mean()
 
 
+class CE(Objective):
+    """LXMERT's own pre-training QA loss: cross-entropy of softmax(logits) against the
+    top-scoring answer, averaged over the questions that have one (LPF with gamma = 0)."""
+
+    name = "ce"
+
+    def compute(self, logits: Tensor, targets: Tensor, prior: Tensor, pooled: Tensor) -> Tensor:
+        rows, answers = _top_answers(targets)
+        if rows.numel() == 0:
+            return _empty_batch_loss(logits)
+        return F.cross_entropy(logits[rows], answers)
+
+
 def build_objective(config: ObjectiveConfig, hidden_size: int) -> Objective:
     """The objective named by ``config``; ``hidden_size`` is H of the pooled output (LMH's g)."""
     if config.name == "bce":
@@ -181,4 +194,6 @@ def build_objective(config: ObjectiveConfig, hidden_size: int) -> Objective:
         return RUBi()
     if config.name == "lpf":
         return LPF(config.lpf_gamma)
+    if config.name == "ce":
+        return CE()
     raise ValueError(f"unknown objective {config.name!r}")

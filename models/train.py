@@ -93,13 +93,20 @@ def fit(
     stage: str,
     data_cfg: DataConfig,
     model_cfg: ModelConfig,
-    objective_cfg: ObjectiveConfig,
+    objective_cfg: ObjectiveConfig | None,
     train_cfg: TrainConfig,
     config_yaml: str,
     progress: bool = False,
     log: Callable[[str], None] = lambda _: None,
 ) -> dict:
-    """Train (or resume, or confirm finished) one stage; returns the contents of metrics.json."""
+    """Train (or resume, or confirm finished) one stage; returns the contents of metrics.json.
+
+    Stage 1 trains with `objective_cfg` (its loss L1); pre-training with `train_cfg.loss`.
+    """
+    if isinstance(train_cfg, PretrainConfig):
+        objective_cfg = ObjectiveConfig(name=train_cfg.loss)
+    elif objective_cfg is None:
+        raise ValueError("stage 1 needs an objective")
     train_cfg, model_cfg = train_cfg.resolved(), model_cfg.resolved()
     out = train_cfg.output_dir
     _check_output_dir(out, config_yaml)

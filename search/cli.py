@@ -148,7 +148,6 @@ def convert_tsv_cmd(
 
 
 def _train_stage(stage: str, config: Path, overrides: list[str] | None) -> None:
-    from models.objectives import ObjectiveConfig
     from models.train import fit
     from search.config import load_config
 
@@ -157,7 +156,7 @@ def _train_stage(stage: str, config: Path, overrides: list[str] | None) -> None:
     if train_cfg is None:
         raise InputError(f"{config}: no '{stage}:' block (output_dir, epochs, ...)")
     if stage == "pretrain":
-        objective, blocks = ObjectiveConfig(name="bce"), ("data", "pretrain")
+        objective, blocks = None, ("data", "pretrain")
     else:
         objective, blocks = cfg.objective, ("data", "model", "objective", "finetune")
     metrics = fit(stage, cfg.data, cfg.model, objective, train_cfg, cfg.blocks_yaml(*blocks),

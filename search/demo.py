@@ -7,7 +7,6 @@ from pathlib import Path
 
 import yaml
 
-from models.objectives import ObjectiveConfig
 from models.train import fit
 from search.config import apply_overrides, validate_config
 from vqa.atomic import atomic_path
@@ -81,7 +80,7 @@ def run_demo(out: Path, seed: int = 0, questions: int = 3000, overrides: list[st
     echo(format_report(load_cache(result.cache_dir)))
 
     echo(f"[4/5] pre-training a small LXMERT on the balanced split -> {config.model.checkpoint}")
-    pre = fit("pretrain", config.data, config.model, ObjectiveConfig(name="bce"),
+    pre = fit("pretrain", config.data, config.model, None,
               config.pretrain, config.blocks_yaml("data", "pretrain"), progress=progress,
               log=lambda m: echo("      " + m))  # fmt: skip
     echo(f"      pre-trained: {_line(pre)}")

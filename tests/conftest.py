@@ -70,12 +70,11 @@ def tiny_bench(tmp_path_factory: pytest.TempPathFactory) -> Bench:
 @pytest.fixture(scope="session")
 def tiny_pretrained(tiny_bench: Bench, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny LXMERT pre-trained for 2 epochs on `tiny_bench`; returns its `model/` directory."""
-    from models.objectives import ObjectiveConfig
     from models.train import fit
     from search.config import validate_config
 
     out = tmp_path_factory.mktemp("tiny_run")
     cfg = validate_config(tiny_run_config(tiny_bench, out), "tiny")
-    fit("pretrain", cfg.data, cfg.model, ObjectiveConfig(name="bce"), cfg.pretrain,
+    fit("pretrain", cfg.data, cfg.model, None, cfg.pretrain,
         cfg.blocks_yaml("data", "pretrain"))  # fmt: skip
     return out / "pre" / "model"

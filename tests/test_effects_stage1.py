@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.objectives import ObjectiveConfig
 from models.train import fit
 from search.config import validate_config
 from tests.conftest import make_bench
@@ -30,7 +29,7 @@ def _stage1(root: Path, seed: int) -> dict[str, dict]:
     raw["pretrain"] = {"output_dir": str(root / "pre"), "seed": seed, **PRETRAIN}
     raw["model"] = {"checkpoint": str(root / "pre" / "model")}
     cfg = validate_config(raw, "effects")
-    fit("pretrain", cfg.data, cfg.model, ObjectiveConfig(name="bce"), cfg.pretrain,
+    fit("pretrain", cfg.data, cfg.model, None, cfg.pretrain,
         cfg.blocks_yaml("data", "pretrain"))  # fmt: skip
     out = {}
     for loss in ("bce", "lmh"):

@@ -153,6 +153,16 @@ def test_lpf_with_gamma_zero_is_cross_entropy_on_rows_with_an_answer() -> None:
     torch.testing.assert_close(LPF(0.0)(**d), expected)
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_ce_is_lxmerts_pretraining_qa_loss(seed: int) -> None:
+    d = make_inputs(seed)
+    ce = build_objective(ObjectiveConfig(name="ce"), H)
+    # The formula with gamma = 0 (no prior weighting), and the same value as LPF(0).
+    close(ce(**d), ref_lpf(d["logits"], d["targets"], d["prior"], 0.0))
+    torch.testing.assert_close(ce(**d), LPF(0.0)(**d))
+    assert list(ce.parameters()) == []
+
+
 def test_lmh_without_prior_scaling_is_bce_plus_uniform_entropy() -> None:
     # g(h) = softplus(-100) ~ 0: the prior term vanishes, the scaled prior is uniform (log 2).
     d = make_inputs(0)
