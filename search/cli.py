@@ -219,7 +219,3 @@ def demo_cmd(
 
     run_demo(out, seed=seed, questions=questions, overrides=overrides, echo=typer.echo,
              progress=sys.stderr.isatty())  # fmt: skip
-
-
-def main() -> None:  # pragma: no cover - console entry point
-    app()

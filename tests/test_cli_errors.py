@@ -160,7 +160,7 @@ def _overrides(*items: str) -> Callable[[Path], list[str]]:
 
 def _top_level_key(tmp_path: Path) -> list[str]:
     cfg = tmp_path / "prepare.yaml"
-    cfg.write_text(cfg.read_text() + "model:\n  hidden: 3\n")
+    cfg.write_text(cfg.read_text() + "modle:\n  hidden: 3\n")
     return []
 
 
@@ -212,7 +212,7 @@ PREPARE_CASES = [
         ["prepare.yaml: expected a YAML mapping at the top level"],
         id="yaml-list",
     ),
-    pytest.param(_top_level_key, ["prepare.yaml: model: unknown field"], id="unknown-top-key"),
+    pytest.param(_top_level_key, ["prepare.yaml: modle: unknown field"], id="unknown-top-key"),
     pytest.param(
         _config_data(bogus=1), ["prepare.yaml: data.bogus: unknown field"], id="data.bogus"
     ),
@@ -393,3 +393,12 @@ def test_convert_tsv_empty_input(tmp_path: Path) -> None:
     assert result.exit_code == 2
     one_error_line(result.stderr, f"{tmp_path / 'ok.tsv'} line 1: empty file, no TSV rows")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ok.tsv"]
+
+
+def test_prepare_bad_input_unknown_field_in_a_known_block(tmp_path: Path) -> None:
+    cfg = setup(tmp_path)
+    cfg.write_text(cfg.read_text() + "model:\n  hidden: 3\n")
+    result = invoke("data", "prepare", cfg)
+    assert result.exit_code == 2
+    one_error_line(result.stderr, "prepare.yaml: model.hidden: unknown field")
+    assert not (tmp_path / "cache").exists()
