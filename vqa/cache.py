@@ -14,6 +14,7 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
@@ -122,8 +123,6 @@ class PreparedData:
         return self._splits[name]
 
     def _to_arrays(self, name: str, tables) -> SplitData:
-        import pyarrow as pa
-
         table = pa.concat_tables(tables)
         missing = [c for c in QUESTION_COLUMNS if c not in table.column_names]
         if missing:

@@ -35,7 +35,7 @@ import yaml
 from vqa.atomic import atomic_dir
 from vqa.errors import InputError
 from vqa.features import write_feature_store
-from vqa.readers import VQAVS_DIRS, VQAVS_OOD_SETS, vqacp_files, vqavs_files, vqavs_ood_files
+from vqa.readers import VQAVS_OOD_SETS, vqacp_files, vqavs_files, vqavs_ood_files
 
 # (question type, answer type, answers, keywords, template); {kw} and {loc} are filled per question.
 QUESTION_TYPES: tuple[tuple[str, str, tuple[str, ...], tuple[str, ...], str], ...] = (
@@ -481,4 +481,4 @@ def _prepare_yaml(spec: SynthSpec, root: Path) -> str:
     return head + yaml.safe_dump(config, sort_keys=False)
 
 
-__all__ = ["SynthSpec", "generate", "QUESTION_TYPES", "VQAVS_DIRS"]
+__all__ = ["SynthSpec", "generate", "QUESTION_TYPES"]
