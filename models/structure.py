@@ -36,7 +36,7 @@ _SINGLE_WEIGHTS: dict[str, str] = {
 }
 
 
-def _find_lxmert(model: nn.Module) -> LxmertModel:
+def find_lxmert(model: nn.Module) -> LxmertModel:
     found = [module for _, module in model.named_modules() if isinstance(module, LxmertModel)]
     if not found:
         raise ValueError(f"no transformers.LxmertModel inside {type(model).__name__}")
@@ -55,7 +55,7 @@ def prunable_groups(model: nn.Module) -> dict[str, list[str]]:
     are keys of ``dict(model.named_parameters())`` (e.g. ``backbone.``-prefixed for a wrapper),
     listed in ``named_parameters()`` order. Raises ``ValueError`` if there is no LxmertModel.
     """
-    lxmert = _find_lxmert(model)
+    lxmert = find_lxmert(model)
     group_of: dict[int, str] = {}  # id(parameter) -> group
     params = dict(lxmert.named_parameters())
     for local_name, group in _SINGLE_WEIGHTS.items():

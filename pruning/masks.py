@@ -1,0 +1,287 @@
+"""Binary masks on LXMERT's prunable weights, trained through real-valued scores (DESIGN.md §5).
+
+Each prunable weight (:func:`models.structure.prunable_groups`) gets a
+``torch.nn.utils.parametrize`` parametrization, :class:`ScoreMask`, holding
+
+- ``scores``: a trainable Parameter Ŝ of the weight's shape;
+- ``mask``: a binary buffer m (same dtype as the weight) with exactly ``num_pruned`` zeros.
+
+The module's ``weight`` then reads ``W ⊙ m``; the original weight lives at
+``<module>.parametrizations.weight.original``. ``copy.deepcopy(model)`` works, and
+:func:`remove_masks` bakes ``W ⊙ m`` into a plain weight so ``state_dict()`` has the original
+Hugging Face names again (loadable into a fresh ``LxmertModel`` with ``strict=True``).
+
+**When the mask is binarised.** The forward uses the *stored* ``mask`` buffer; it is recomputed from
+the current scores only by :func:`recompute_masks` (each tensor at its own exact count), which a
+training loop calls every t_m steps (the paper's threshold recomputation). Between recomputations
+the straight-through estimator still sends ∂L/∂m to the scores unchanged (∂L/∂Ŝ = ∂L/∂m), so the
+scores move every step and the mask follows at the next recomputation.
+
+**Freezing.** :func:`apply_masks` calls :func:`freeze_backbone_weights`: every parameter of the
+LxmertModel (original weights, biases, LayerNorms, embeddings) gets ``requires_grad=False``, except
+the mask scores. Parameters outside the LxmertModel (the answer head) are not touched.
+
+**Allocation modes** (``sparsities`` maps names to fractions in [0, 1]):
+
+- ``uniform``: every prunable tensor (pooler included) at ``sparsities["overall"]``;
+- ``modality``: each tensor at its group's ``sparsities["language" | "visual" | "cross"]``; the
+  pooler at ``sparsities["pooler"]`` if given, else ``sparsities["overall"]``, else the
+  size-weighted mean of the triple (the budget s of eq. 10);
+- ``global``: all language+visual+cross weights ranked together by |W|; exactly
+  ``round(overall · N)`` of them (N = their total count) are pruned, and each tensor keeps the
+  number of pruned weights this global ranking gives it, fixed thereafter. The pooler is pruned
+  on its own at ``sparsities.get("pooler", overall)``.
+
+Ties in scores or |W| are broken by flattened index (stable sort: lower index pruned first), so
+every count is exact even when all values are equal.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
+
+from models.structure import GROUPS, find_lxmert, prunable_groups
+
+MODES: tuple[str, ...] = ("uniform", "modality", "global")
+# Groups whose tensors make up the "overall" sparsity (eq. 10); the pooler is reported apart.
+BUDGET_GROUPS: tuple[str, ...] = ("language", "visual", "cross")
+
+
+def _num_pruned(numel: int, sparsity: float) -> int:
+    if not 0.0 <= sparsity <= 1.0:
+        raise ValueError(f"sparsity {sparsity} is outside [0, 1]")
+    return int(round(sparsity * numel))
+
+
+def _lowest_positions(values: Tensor, count: int) -> Tensor:
+    """Flat indices of the ``count`` lowest entries of ``values``; ties by lower index first."""
+    order = torch.argsort(values.detach().flatten(), stable=True)
+    return order[:count]
+
+
+def _mask_with_count(scores: Tensor, count: int) -> Tensor:
+    mask = torch.ones(scores.numel(), dtype=scores.dtype, device=scores.device)
+    mask[_lowest_positions(scores, count)] = 0
+    return mask.view_as(scores)
+
+
+def exact_mask(scores: Tensor, sparsity: float) -> Tensor:
+    """Binary mask (dtype of ``scores``, values 0/1) with exactly ``round(sparsity · numel)``
+    zeros at the lowest scores; ties broken by flattened index (lower index pruned first)."""
+    return _mask_with_count(scores, _num_pruned(scores.numel(), sparsity))
+
+
+class _StraightThrough(torch.autograd.Function):
+    """Forward: the stored binary mask; backward: ∂L/∂Ŝ = ∂L/∂m."""
+
+    @staticmethod
+    def forward(ctx, scores: Tensor, mask: Tensor) -> Tensor:
+        return mask.clone()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        return grad, None
+
+
+def straight_through(scores: Tensor, mask: Tensor) -> Tensor:
+    """``mask`` in the forward (exactly), its gradient passed to ``scores`` unchanged."""
+    return _StraightThrough.apply(scores, mask)
+
+
+def magnitude_init_scores(
+    weight: Tensor, sparsity: float, alpha: float = 2.0, phi: float = 0.01
+) -> Tensor:
+    """Eq. 3: Ŝ = α·φ where one-shot magnitude pruning (|W|, exact count) keeps the weight,
+    0 elsewhere."""
+    return exact_mask(weight.detach().abs(), sparsity) * (alpha * phi)
+
+
+class ScoreMask(nn.Module):
+    """Parametrization ``W -> W ⊙ m``, m the stored mask with a straight-through path to the
+    scores. ``num_pruned`` (the exact zero count), ``requested`` (the sparsity asked for this
+    tensor) and ``group`` are plain attributes."""
+
+    def __init__(self, scores: Tensor, num_pruned: int, requested: float, group: str) -> None:
+        super().__init__()
+        if not 0 <= num_pruned <= scores.numel():
+            raise ValueError(f"num_pruned {num_pruned} outside [0, {scores.numel()}]")
+        self.scores = nn.Parameter(scores.detach().clone())
+        self.register_buffer("mask", _mask_with_count(self.scores, num_pruned))
+        self.num_pruned = int(num_pruned)
+        self.requested = float(requested)
+        self.group = group
+
+    def forward(self, weight: Tensor) -> Tensor:
+        return weight * straight_through(self.scores, self.mask)
+
+    @torch.no_grad()
+    def recompute(self) -> None:
+        """Re-binarise the mask from the current scores at this tensor's exact count."""
+        self.mask.copy_(_mask_with_count(self.scores, self.num_pruned))
+
+    def extra_repr(self) -> str:
+        return (
+            f"group={self.group}, shape={tuple(self.scores.shape)}, "
+            f"num_pruned={self.num_pruned}, requested={self.requested:g}"
+        )
+
+
+def _score_masks(model: nn.Module) -> list[tuple[nn.Module, ScoreMask]]:
+    """(owning module, parametrization) for every masked weight, in ``modules()`` order."""
+    found = []
+    for module in model.modules():
+        if not parametrize.is_parametrized(module, "weight"):
+            continue
+        for p in module.parametrizations.weight:
+            if isinstance(p, ScoreMask):
+                found.append((module, p))
+    return found
+
+
+def has_masks(model: nn.Module) -> bool:
+    return bool(_score_masks(model))
+
+
+def freeze_backbone_weights(model: nn.Module) -> None:
+    """``requires_grad=False`` on every parameter of the LxmertModel inside ``model`` except mask
+    scores; parameters outside it (the answer head) are left as they are."""
+    lxmert = find_lxmert(model)
+    scores = {id(p.scores) for _, p in _score_masks(lxmert)}
+    for param in lxmert.parameters():
+        if id(param) not in scores:
+            param.requires_grad_(False)
+
+
+def _tensor_sparsities(
+    sparsities: dict[str, float], mode: str, sizes: dict[str, int]
+) -> dict[str, float]:
+    """Requested sparsity per group for ``uniform``/``modality`` (and ``overall`` for global)."""
+    if mode not in MODES:
+        raise ValueError(f"unknown allocation mode {mode!r}; expected one of {', '.join(MODES)}")
+    if mode in ("uniform", "global"):
+        if "overall" not in sparsities:
+            raise ValueError(f"mode {mode!r} needs sparsities['overall']")
+        s = float(sparsities["overall"])
+        if mode == "uniform":
+            return {group: s for group in GROUPS}
+        return {**{g: s for g in BUDGET_GROUPS}, "pooler": float(sparsities.get("pooler", s))}
+    missing = [g for g in BUDGET_GROUPS if g not in sparsities]
+    if missing:
+        raise ValueError(f"mode 'modality' needs sparsities for {', '.join(missing)}")
+    out = {g: float(sparsities[g]) for g in BUDGET_GROUPS}
+    if "pooler" in sparsities:
+        out["pooler"] = float(sparsities["pooler"])
+    elif "overall" in sparsities:
+        out["pooler"] = float(sparsities["overall"])
+    else:
+        total = sum(sizes[g] for g in BUDGET_GROUPS)
+        out["pooler"] = sum(out[g] * sizes[g] for g in BUDGET_GROUPS) / total
+    return out
+
+
+def apply_masks(
+    model: nn.Module,
+    sparsities: dict[str, float],
+    mode: str = "modality",
+    alpha: float = 2.0,
+    phi: float = 0.01,
+) -> None:
+    """Register a :class:`ScoreMask` on every prunable weight of ``model`` (see the module doc
+    for the modes), scores initialised by eq. 3 so the first mask is one-shot magnitude pruning;
+    then freeze the backbone (:func:`freeze_backbone_weights`). In place."""
+    if has_masks(model):
+        raise ValueError("model already has masks; call remove_masks first")
+    if not alpha * phi > 0:
+        raise ValueError(f"alpha * phi must be positive, got {alpha} * {phi}")
+    groups = prunable_groups(model)
+    params = dict(model.named_parameters())
+    sizes = {g: sum(params[n].numel() for n in names) for g, names in groups.items()}
+    requested = _tensor_sparsities(sparsities, mode, sizes)
+    for s in requested.values():
+        _num_pruned(1, s)  # range check
+
+    # Exact zero count per tensor.
+    counts: dict[str, int] = {}
+    if mode == "global":
+        names = [n for g in BUDGET_GROUPS for n in groups[g]]
+        flat = torch.cat([params[n].detach().abs().flatten() for n in names])
+        pruned = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
+        pruned[_lowest_positions(flat, _num_pruned(flat.numel(), requested["language"]))] = True
+        for name, chunk in zip(
+            names, torch.split(pruned, [params[n].numel() for n in names]), strict=True
+        ):
+            counts[name] = int(chunk.sum())
+        del flat, pruned
+        for name in groups["pooler"]:
+            counts[name] = _num_pruned(params[name].numel(), requested["pooler"])
+    else:
+        for group, group_names in groups.items():
+            for name in group_names:
+                counts[name] = _num_pruned(params[name].numel(), requested[group])
+
+    for group, group_names in groups.items():
+        for name in group_names:
+            weight = params[name]
+            scores = _mask_with_count(weight.detach().abs(), counts[name]) * (alpha * phi)
+            module_name, attr = name.rsplit(".", 1)
+            module = model.get_submodule(module_name)
+            mask = ScoreMask(scores, counts[name], requested[group], group)
+            parametrize.register_parametrization(module, attr, mask)
+    freeze_backbone_weights(model)
+
+
+def mask_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The trainable scores of every mask, in ``modules()`` order."""
+    return [p.scores for _, p in _score_masks(model)]
+
+
+@torch.no_grad()
+def recompute_masks(model: nn.Module) -> None:
+    """Re-binarise every mask from its current scores at its own exact zero count."""
+    for _, p in _score_masks(model):
+        p.recompute()
+
+
+@torch.no_grad()
+def remove_masks(model: nn.Module) -> None:
+    """Bake ``W ⊙ m`` into each plain weight and drop the parametrizations, so the state dict
+    has the original names. The weight keeps its ``requires_grad`` flag (False after
+    :func:`apply_masks`)."""
+    for module, p in _score_masks(model):
+        original = module.parametrizations.weight.original
+        baked = original * p.mask
+        parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
+        module.weight.copy_(baked)
+
+
+@torch.no_grad()
+def sparsity_report(model: nn.Module) -> dict[str, dict[str, float | int]]:
+    """Per group (language, visual, cross, pooler) and ``overall`` (language+visual+cross):
+    ``numel``, ``pruned`` (zeros in the masks), ``requested`` (numel-weighted mean of the
+    sparsities asked per tensor) and ``realised`` (pruned / numel). Groups without masks are
+    left out; ``overall`` only if a budget group has masks."""
+    acc: dict[str, list[float]] = {}  # group -> [numel, pruned, requested * numel]
+    for _, p in _score_masks(model):
+        n = p.mask.numel()
+        zeros = int((p.mask == 0).sum())
+        row = acc.setdefault(p.group, [0, 0, 0.0])
+        row[0] += n
+        row[1] += zeros
+        row[2] += p.requested * n
+
+    def summary(row: list[float]) -> dict[str, float | int]:
+        numel, pruned, req = row
+        return {
+            "numel": int(numel),
+            "pruned": int(pruned),
+            "requested": req / numel if numel else 0.0,
+            "realised": pruned / numel if numel else 0.0,
+        }
+
+    report = {g: summary(acc[g]) for g in GROUPS if g in acc}
+    budget = [acc[g] for g in BUDGET_GROUPS if g in acc]
+    if budget:
+        report["overall"] = summary([sum(col) for col in zip(*budget, strict=True)])
+    return report

@@ -1,0 +1,315 @@
+"""Masks on the prunable weights: exact counts, straight-through, eq. 3 init, modes, removal."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch.nn.utils import parametrize
+from transformers import LxmertModel
+
+from models.config import ArchitectureConfig
+from models.structure import prunable_groups
+from models.vqa_model import VQAModel, small_backbone
+from pruning.masks import (
+    ScoreMask,
+    apply_masks,
+    exact_mask,
+    magnitude_init_scores,
+    mask_parameters,
+    recompute_masks,
+    remove_masks,
+    sparsity_report,
+    straight_through,
+)
+
+TRIPLE = {"language": 0.9, "visual": 0.3, "cross": 0.75}
+
+
+def tiny_model(seed: int = 0) -> VQAModel:
+    torch.manual_seed(seed)
+    cfg = ArchitectureConfig(
+        hidden_size=16, num_attention_heads=2, intermediate_size=32, dropout=0.0
+    )
+    model = VQAModel(small_backbone(cfg, vocab_size=50, feature_dim=8), num_answers=5)
+    return model.eval()
+
+
+def batch(seed: int = 1) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "input_ids": torch.randint(0, 50, (3, 6), generator=g),
+        "attention_mask": torch.ones(3, 6, dtype=torch.long),
+        "visual_feats": torch.randn(3, 4, 8, generator=g),
+        "visual_pos": torch.rand(3, 4, 4, generator=g),
+    }
+
+
+def masks_by_name(model: VQAModel) -> dict[str, torch.Tensor]:
+    """Parameter name (as before masking) -> its mask."""
+    out = {}
+    for module_name, module in model.named_modules():
+        if parametrize.is_parametrized(module, "weight"):
+            (p,) = list(module.parametrizations.weight)
+            assert isinstance(p, ScoreMask)
+            out[f"{module_name}.weight"] = p.mask
+    return out
+
+
+def test_exact_mask_counts_random_sizes_and_sparsities() -> None:
+    g = torch.Generator().manual_seed(0)
+    for _ in range(50):
+        shape = tuple(int(d) for d in torch.randint(1, 40, (2,), generator=g))
+        s = float(torch.rand(1, generator=g))
+        scores = torch.randn(shape, generator=g)
+        m = exact_mask(scores, s)
+        k = round(s * scores.numel())
+        assert m.dtype == scores.dtype and m.shape == scores.shape
+        assert set(m.unique().tolist()) <= {0.0, 1.0}
+        assert int((m == 0).sum()) == k
+        if 0 < k < scores.numel():  # the zeros are at the lowest scores
+            assert scores[m == 0].max() <= scores[m == 1].min()
+
+
+def test_exact_mask_with_all_equal_scores() -> None:
+    m = exact_mask(torch.full((1000,), 0.02), 0.37)
+    assert int((m == 0).sum()) == 370
+    assert torch.equal(m, exact_mask(torch.full((1000,), 0.02), 0.37))  # deterministic
+    assert int((exact_mask(torch.zeros(7, 3), 0.5) == 0).sum()) == 10  # round(10.5) = 10
+    assert exact_mask(torch.ones(4), 0.0).sum() == 4
+    assert exact_mask(torch.ones(4), 1.0).sum() == 0
+    with pytest.raises(ValueError, match="outside"):
+        exact_mask(torch.ones(4), 1.5)
+
+
+def test_straight_through_gradient_equals_gradient_wrt_mask() -> None:
+    torch.manual_seed(0)
+    w = torch.randn(5, 7)
+    scores = torch.randn(5, 7, requires_grad=True)
+    mask = exact_mask(scores.detach(), 0.4)
+    out = straight_through(scores, mask)
+    assert torch.equal(out, mask)  # the forward is the binary mask exactly
+    (w * out).sum().backward()
+    m = mask.clone().requires_grad_(True)
+    (w * m).sum().backward()
+    assert torch.equal(scores.grad, m.grad)
+    assert torch.equal(scores.grad, w)
+
+
+def test_magnitude_init_scores_eq3() -> None:
+    torch.manual_seed(0)
+    w = torch.randn(20, 30)
+    s, alpha, phi = 0.6, 2.0, 0.01
+    scores = magnitude_init_scores(w, s, alpha, phi)
+    ap = torch.tensor(alpha * phi)
+    assert torch.equal(scores.unique(), torch.stack([torch.tensor(0.0), ap]))
+    kept = scores == ap
+    assert int(kept.sum()) == 600 - round(0.6 * 600)
+    # Exactly the largest-|W| positions are kept.
+    top = torch.topk(w.abs().flatten(), int(kept.sum())).indices
+    expected = torch.zeros(600, dtype=torch.bool)
+    expected[top] = True
+    assert torch.equal(kept.flatten(), expected)
+    assert magnitude_init_scores(w, s, alpha=3.0, phi=0.5).max() == 1.5
+
+
+@pytest.fixture
+def masked() -> tuple[VQAModel, VQAModel]:
+    """(original, masked copy at TRIPLE in modality mode)."""
+    original = tiny_model()
+    model = copy.deepcopy(original)
+    apply_masks(model, TRIPLE, mode="modality")
+    return original, model
+
+
+def test_modality_mode_exact_per_tensor_and_report(masked) -> None:
+    original, model = masked
+    groups = prunable_groups(original)
+    masks = masks_by_name(model)
+    assert set(masks) == {n for names in groups.values() for n in names}
+    wanted = {**TRIPLE, "pooler": None}
+    sizes = {g: sum(masks[n].numel() for n in names) for g, names in groups.items()}
+    overall = sum(TRIPLE[g] * sizes[g] for g in TRIPLE) / sum(sizes[g] for g in TRIPLE)
+    wanted["pooler"] = overall  # no "overall" key given: the eq. 10 budget s
+    pruned = {}
+    for group, names in groups.items():
+        pruned[group] = 0
+        for name in names:
+            m = masks[name]
+            k = int((m == 0).sum())
+            assert k == round(wanted[group] * m.numel()), name
+            pruned[group] += k
+    report = sparsity_report(model)
+    for group in groups:
+        assert report[group]["pruned"] == pruned[group]
+        assert report[group]["numel"] == sizes[group]
+        assert report[group]["realised"] == pruned[group] / sizes[group]
+        assert report[group]["requested"] == pytest.approx(wanted[group])
+    budget = sum(sizes[g] for g in TRIPLE)
+    assert report["overall"]["realised"] == sum(pruned[g] for g in TRIPLE) / budget
+    assert report["overall"]["requested"] == pytest.approx(overall)
+    # Initial masks are one-shot magnitude pruning of each tensor.
+    params = dict(original.named_parameters())
+    for group, names in groups.items():
+        for name in names:
+            expected = exact_mask(params[name].abs(), wanted[group])
+            assert torch.equal(masks[name], expected), name
+
+
+def test_masked_forward_equals_hand_masked_copy_and_deepcopy(masked) -> None:
+    original, model = masked
+    masks = masks_by_name(model)
+    by_hand = copy.deepcopy(original)
+    with torch.no_grad():
+        for name, p in by_hand.named_parameters():
+            if name in masks:
+                p.mul_(masks[name])
+    x = batch()
+    logits, pooled = model(**x)
+    ref_logits, ref_pooled = by_hand(**x)
+    assert torch.equal(logits, ref_logits) and torch.equal(pooled, ref_pooled)
+    orig_logits, _ = original(**x)
+    assert not torch.allclose(logits, orig_logits)  # the masks do something
+
+    twin = copy.deepcopy(model)
+    assert torch.equal(twin(**x)[0], logits)
+    assert len(mask_parameters(twin)) == len(masks)
+    assert all(
+        a is not b for a, b in zip(mask_parameters(twin), mask_parameters(model), strict=True)
+    )
+
+
+def test_gradients_reach_scores_and_head_not_backbone(masked) -> None:
+    original, model = masked
+    x = batch()
+    model(**x)[0].square().sum().backward()
+    # Reference: the hand-masked model, all weights trainable; the effective weights' gradients.
+    masks = masks_by_name(model)
+    by_hand = copy.deepcopy(original)
+    with torch.no_grad():
+        for name, p in by_hand.named_parameters():
+            if name in masks:
+                p.mul_(masks[name])
+    by_hand(**x)[0].square().sum().backward()
+    ref = dict(by_hand.named_parameters())
+    orig = dict(original.named_parameters())
+    seen = 0
+    for module_name, module in model.named_modules():
+        if not parametrize.is_parametrized(module, "weight"):
+            continue
+        name = f"{module_name}.weight"
+        p = module.parametrizations.weight[0]
+        assert p.scores.requires_grad
+        if ref[name].grad is None:  # weights the loss does not reach (last cross layer's
+            assert p.scores.grad is None, name  # visual branch)
+            continue
+        # Straight-through: dL/dS = dL/dm = dL/d(W ⊙ m) ⊙ W.
+        torch.testing.assert_close(p.scores.grad, ref[name].grad * orig[name], msg=name)
+        seen += 1
+    assert seen >= len(masks) // 2
+    score_ids = {id(s) for s in mask_parameters(model)}
+    for name, p in model.backbone.named_parameters():
+        if id(p) not in score_ids:
+            assert not p.requires_grad and p.grad is None, name
+    for name, p in model.head.named_parameters():
+        assert p.requires_grad and p.grad is not None, name
+
+
+def test_recompute_masks_follows_scores_with_exact_counts(masked) -> None:
+    _, model = masked
+    before = {n: m.clone() for n, m in masks_by_name(model).items()}
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for s in mask_parameters(model):
+            s.copy_(torch.randn_like(s))
+    assert all(torch.equal(m, before[n]) for n, m in masks_by_name(model).items())  # stored
+    recompute_masks(model)
+    after = masks_by_name(model)
+    changed = 0
+    for name, m in after.items():
+        assert int((m == 0).sum()) == int((before[name] == 0).sum()), name
+        changed += int(not torch.equal(m, before[name]))
+    assert changed == len(after)
+    for module in model.modules():
+        if parametrize.is_parametrized(module, "weight"):
+            p = module.parametrizations.weight[0]
+            assert torch.equal(p.mask, exact_mask(p.scores, p.num_pruned / p.scores.numel()))
+
+
+def test_remove_masks_bakes_and_restores_plain_state_dict(masked) -> None:
+    original, model = masked
+    masks = {n: m.clone() for n, m in masks_by_name(model).items()}
+    x = batch()
+    masked_logits = model(**x)[0]
+    remove_masks(model)
+    assert not masks_by_name(model) and not mask_parameters(model)
+    state = model.state_dict()
+    assert set(state) == set(original.state_dict())
+    orig_state = original.state_dict()
+    for name, value in state.items():
+        expected = orig_state[name] * masks[name] if name in masks else orig_state[name]
+        assert torch.equal(value, expected), name
+    assert torch.equal(model(**x)[0], masked_logits)
+    fresh = LxmertModel(original.backbone.config)
+    fresh.load_state_dict(model.backbone.state_dict(), strict=True)
+    for name, p in fresh.named_parameters():
+        assert torch.equal(p, model.backbone.state_dict()[name])
+
+
+def test_uniform_mode_every_tensor_at_overall() -> None:
+    model = tiny_model()
+    apply_masks(model, {"overall": 0.55}, mode="uniform")
+    for name, m in masks_by_name(model).items():
+        assert int((m == 0).sum()) == round(0.55 * m.numel()), name
+    report = sparsity_report(model)
+    assert set(report) == {"language", "visual", "cross", "pooler", "overall"}
+    assert all(r["requested"] == pytest.approx(0.55) for r in report.values())
+
+
+def test_global_mode_overall_within_one_weight_per_tensor() -> None:
+    model = tiny_model()
+    params = {n: p.detach().clone() for n, p in model.named_parameters()}
+    groups = prunable_groups(model)
+    apply_masks(model, {"overall": 0.7}, mode="global")
+    masks = masks_by_name(model)
+    budget_names = [n for g in ("language", "visual", "cross") for n in groups[g]]
+    total = sum(masks[n].numel() for n in budget_names)
+    pruned = sum(int((masks[n] == 0).sum()) for n in budget_names)
+    assert abs(pruned - 0.7 * total) <= len(budget_names)
+    assert pruned == round(0.7 * total)
+    report = sparsity_report(model)
+    assert report["overall"]["realised"] == pruned / total
+    # Per-tensor sparsities differ (the ranking is global), and the kept weights are the
+    # globally largest |W|: every kept weight is at least every pruned one.
+    per_tensor = {int((masks[n] == 0).sum()) / masks[n].numel() for n in budget_names}
+    assert len(per_tensor) > 1
+    kept = torch.cat([params[n].abs()[masks[n] == 1] for n in budget_names])
+    gone = torch.cat([params[n].abs()[masks[n] == 0] for n in budget_names])
+    assert gone.max() <= kept.min()
+    (pooler,) = groups["pooler"]
+    assert int((masks[pooler] == 0).sum()) == round(0.7 * masks[pooler].numel())
+    # Each tensor keeps its count after recomputation.
+    with torch.no_grad():
+        for s in mask_parameters(model):
+            s.copy_(torch.rand_like(s))
+    recompute_masks(model)
+    assert sum(int((masks_by_name(model)[n] == 0).sum()) for n in budget_names) == pruned
+
+
+def test_bad_requests_fail() -> None:
+    model = tiny_model()
+    with pytest.raises(ValueError, match="unknown allocation mode"):
+        apply_masks(model, TRIPLE, mode="layerwise")
+    with pytest.raises(ValueError, match="visual"):
+        apply_masks(model, {"language": 0.5, "cross": 0.5}, mode="modality")
+    with pytest.raises(ValueError, match="overall"):
+        apply_masks(model, TRIPLE, mode="uniform")
+    with pytest.raises(ValueError, match="outside"):
+        apply_masks(model, {**TRIPLE, "cross": 1.2}, mode="modality")
+    with pytest.raises(ValueError, match="positive"):
+        apply_masks(model, TRIPLE, phi=0.0)
+    assert not masks_by_name(model)
+    apply_masks(model, TRIPLE)
+    with pytest.raises(ValueError, match="already has masks"):
+        apply_masks(model, TRIPLE)
