@@ -30,6 +30,7 @@ from models.vqa_model import (
     load_backbone,
     load_head,
     pick_device,
+    restore_model,
     save_model_dir,
     small_backbone,
 )
@@ -139,7 +140,9 @@ def fit(
     start_epoch = 0
     best = -1.0
     if (out / "last" / "state.pt").is_file():
-        start_epoch, history, best = _resume(out / "last", model, objective, optimizer, scheduler)
+        start_epoch, history, best = _resume(
+            out / "last", model, objective, optimizer, scheduler, data.answers
+        )
         log(f"resuming {out} after epoch {start_epoch}")
 
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
@@ -190,9 +193,7 @@ def _finish(stage, out: Path, model: VQAModel, data: PreparedData, device, train
     if stage == "finetune":
         kept = out / "best"
         best_epoch = max(history, key=lambda h: h["selection"]["overall"])["epoch"]
-        model.backbone.load_state_dict(load_backbone(kept).state_dict())
-        load_head(model, kept, data.answers)
-        model.to(device)
+        restore_model(model, kept, data.answers)
     else:
         kept = out / "model"
         best_epoch = history[-1]["epoch"]
@@ -252,14 +253,13 @@ def _save_last(path: Path, model, objective, optimizer, scheduler, tokenizer, da
         )
 
 
-def _resume(path: Path, model, objective, optimizer, scheduler) -> tuple[int, list[dict], float]:
+def _resume(path: Path, model, objective, optimizer, scheduler,
+            answers: list[str]) -> tuple[int, list[dict], float]:  # fmt: skip
     try:
         state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
     except Exception as e:  # a truncated or foreign file: say which, never unpickle
         raise InputError(f"{path / 'state.pt'}: unreadable training state ({e})") from None
-    backbone = load_backbone(path)
-    model.backbone.load_state_dict(backbone.state_dict())
-    model.head.load_state_dict(load_file(str(path / "answer_head.safetensors")))
+    restore_model(model, path, answers)
     if (path / "objective.safetensors").is_file():
         objective.load_state_dict(load_file(str(path / "objective.safetensors")))
     optimizer.load_state_dict(state["optimizer"])

@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import LxmertConfig, LxmertModel
+from transformers.utils import logging as hf_logging
 
 from models.config import ArchitectureConfig
 from vqa.errors import InputError
@@ -99,8 +100,6 @@ def check_model_dir(path: str | os.PathLike[str]) -> Path:
 
 def load_backbone(path: str | os.PathLike[str]) -> LxmertModel:
     """The LXMERT backbone of a local directory; never a hub download."""
-    from transformers.utils import logging as hf_logging
-
     path = check_model_dir(path)
     hf_logging.disable_progress_bar()
     try:
@@ -128,12 +127,17 @@ def load_head(model: VQAModel, path: Path, answers: list[str]) -> bool:
     return True
 
 
+def restore_model(model: VQAModel, path: Path, answers: list[str]) -> None:
+    """Load backbone and head of a model directory this project wrote into `model`, in place."""
+    model.backbone.load_state_dict(load_backbone(path).state_dict())
+    if not load_head(model, path, answers):
+        raise InputError(f"{path}: no answer head for this answer vocabulary ({HEAD_FILE})")
+
+
 def save_model_dir(
     model: VQAModel, answers: list[str], tokenizer, config_yaml: str, out: Path
 ) -> None:
     """Write the model directory into `out`, an existing empty directory (callers go atomic)."""
-    from transformers.utils import logging as hf_logging
-
     hf_logging.disable_progress_bar()  # one bar per shard clutters the epoch log
     model.backbone.save_pretrained(str(out))
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.head.state_dict().items()}

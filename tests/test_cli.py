@@ -10,7 +10,7 @@ import numpy as np
 from typer.testing import CliRunner
 
 from search.cli import app
-from search.config import load_config
+from search.config import load_config, validate_config
 from vqa.features import load_feature_store
 
 runner = CliRunner()
@@ -85,3 +85,18 @@ def test_every_command_has_help() -> None:
                  ["data", "convert-tsv"], ["demo"], ["pretrain"], ["finetune"]):  # fmt: skip
         result = runner.invoke(app, [*args, "--help"])
         assert result.exit_code == 0 and "Usage" in result.output, args
+
+
+def test_configs_demo_yaml_matches_what_the_demo_runs() -> None:
+    from search.demo import demo_config
+
+    repo = Path(__file__).resolve().parents[1]
+    shipped = load_config(repo / "configs" / "demo.yaml").model_dump(mode="json")
+    built = validate_config(demo_config(Path("tickets_demo")), "demo").model_dump(mode="json")
+    for block in ("pretrain", "finetune"):
+        shipped[block].pop("output_dir")
+        built[block].pop("output_dir")
+    for block in ("pretrain", "finetune", "objective"):
+        assert shipped[block] == built[block], block
+    for key in ("dataset", "num_boxes", "feature_dim", "tokenizer", "min_answer_count"):
+        assert shipped["data"][key] == built["data"][key], key
