@@ -44,7 +44,7 @@ from vqa.tokenize import load_tokenizer
 STAGES = {"pretrain": "pretrain", "finetune": "train"}  # stage -> training split
 
 
-def _load_data(data_cfg: DataConfig) -> PreparedData:
+def load_data(data_cfg: DataConfig) -> PreparedData:
     if not cache_is_current(data_cfg):
         raise InputError(
             f"{data_cfg.resolved().cache_dir}: data cache missing or out of date; "
@@ -62,7 +62,16 @@ def build_model(stage: str, model_cfg: ModelConfig, train_cfg: TrainConfig, data
         return VQAModel(backbone, data.num_answers), cache_tok
     if model_cfg.checkpoint is None:
         raise InputError("model.checkpoint: required for finetune (a local model directory)")
-    ckpt = model_cfg.checkpoint
+    return load_checkpoint_model(model_cfg.checkpoint, data, model_cfg.reuse_answer_head)
+
+
+def load_checkpoint_model(
+    ckpt: Path, data: PreparedData, head: bool | str = True
+) -> tuple[VQAModel, object]:
+    """(model, tokenizer) from a local model directory, checked against the data cache: same
+    tokenizer vocabulary, same feature dimension. `head`: True loads the directory's answer head
+    when it was trained on the cache's answers, "required" insists on it, False starts fresh."""
+    cache_tok = load_tokenizer(data.tokenizer_dir)
     backbone = load_backbone(ckpt)
     tokenizer = load_tokenizer(ckpt)
     if tokenizer.get_vocab() != cache_tok.get_vocab():
@@ -76,12 +85,12 @@ def build_model(stage: str, model_cfg: ModelConfig, train_cfg: TrainConfig, data
             f"features' dimension {data.store.feature_dim}"
         )
     model = VQAModel(backbone, data.num_answers)
-    if model_cfg.reuse_answer_head:
-        load_head(model, ckpt, data.answers)
+    if head and not load_head(model, Path(ckpt), data.answers) and head == "required":
+        raise InputError(f"{ckpt}: no answer head for this data cache's answers")
     return model, tokenizer
 
 
-def _linear_schedule(warmup: int, total: int) -> Callable[[int], float]:
+def linear_schedule(warmup: int, total: int) -> Callable[[int], float]:
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
@@ -110,13 +119,13 @@ def fit(
         raise ValueError("stage 1 needs an objective")
     train_cfg, model_cfg = train_cfg.resolved(), model_cfg.resolved()
     out = train_cfg.output_dir
-    _check_output_dir(out, config_yaml)
+    check_output_dir(out, config_yaml)
     done = out / "metrics.json"
     if done.is_file() and json.loads(done.read_text()).get("complete"):
         log(f"{out}: already complete, nothing to do")
         return json.loads(done.read_text())
 
-    data = _load_data(data_cfg)
+    data = load_data(data_cfg)
     if not (out / "config.yaml").is_file():
         out.mkdir(parents=True, exist_ok=True)
         with atomic_path(out / "config.yaml") as tmp:
@@ -134,7 +143,7 @@ def fit(
     params = [p for p in list(model.parameters()) + list(objective.parameters()) if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
     warmup = int(train_cfg.warmup_ratio * total)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _linear_schedule(warmup, total))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(warmup, total))
 
     history: list[dict] = []
     start_epoch = 0
@@ -208,18 +217,18 @@ def _finish(stage, out: Path, model: VQAModel, data: PreparedData, device, train
         "selection": next(h["selection"] for h in history if h["epoch"] == best_epoch),
         "history": history,
     }
-    names = _test_splits(data) + ([STAGES[stage]] if train_cfg.eval_train else [])
+    names = test_splits(data) + ([STAGES[stage]] if train_cfg.eval_train else [])
     for name in names:
         metrics[name] = evaluate_split(model, data, name, device, train_cfg.eval_batch_size)
     write_json(out / "metrics.json", metrics)
     return metrics
 
 
-def _test_splits(data: PreparedData) -> list[str]:
+def test_splits(data: PreparedData) -> list[str]:
     return [s for s in ("test", "test_full") if s in data.split_names]
 
 
-def _check_output_dir(out: Path, config_yaml: str) -> None:
+def check_output_dir(out: Path, config_yaml: str) -> None:
     """Refuse a directory that holds a different run, or anything but a run."""
     saved = out / "config.yaml"
     if saved.is_file():

@@ -10,6 +10,10 @@ The module's ``weight`` then reads ``W ⊙ m``; the original weight lives at
 ``<module>.parametrizations.weight.original``. ``copy.deepcopy(model)`` works, and
 :func:`remove_masks` bakes ``W ⊙ m`` into a plain weight so ``state_dict()`` has the original
 Hugging Face names again (loadable into a fresh ``LxmertModel`` with ``strict=True``).
+Never call :func:`remove_masks` on a deep copy while the original is still in use: parametrize
+gives each masked module a generated class that the copy shares, and removing the
+parametrization deletes ``weight`` from that class (``pruning.export`` builds a baked copy from
+the state dict instead).
 
 **When the mask is binarised.** The forward uses the *stored* ``mask`` buffer; it is recomputed from
 the current scores only by :func:`recompute_masks` (each tensor at its own exact count), which a

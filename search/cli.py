@@ -200,6 +200,70 @@ def finetune_cmd(
     _train_stage("finetune", config, overrides)
 
 
+@app.command("prune")
+@bad_input_exits_2
+def prune_cmd(
+    config: Annotated[
+        Path, typer.Argument(help="YAML run config with data: and pruning: (and stage3:) blocks.")
+    ],
+    overrides: Overrides = None,
+) -> None:
+    """Stage 2 at one allocation: mask training with loss L2 (or OMP), then optional stage 3."""
+    from pruning.train import prune
+    from search.config import load_config
+
+    cfg = load_config(config, overrides)
+    if cfg.pruning is None:
+        raise InputError(f"{config}: no 'pruning:' block (output_dir, sparsity, ...)")
+    blocks = ("data", "pruning") + (("stage3",) if cfg.stage3 is not None else ())
+    resolved = cfg.resolved()
+    metrics = prune(resolved.data, resolved.pruning, resolved.stage3, cfg.blocks_yaml(*blocks),
+                    progress=sys.stderr.isatty(), log=typer.echo,
+                    device=resolved.model.device)  # fmt: skip
+    typer.echo(format_prune_metrics(metrics))
+
+
+def format_prune_metrics(metrics: dict) -> str:
+    """Realised sparsities and the kept mask's (and stage 3's) accuracies."""
+    report = metrics["sparsity"]
+    parts = [f"{g} {report[g]['realised']:.4f}" for g in ("language", "visual", "cross", "overall")
+             if g in report]  # fmt: skip
+    lines = [f"realised sparsity: {', '.join(parts)}; {metrics['remaining_params']:,} weights kept"]
+    lines.append(format_metrics({**metrics, "model_dir": metrics.get("method", "")}))
+    if "stage3" in metrics:
+        section = metrics["stage3"]
+        lines.append("stage 3 " + format_metrics({**section, "model_dir": section["output_dir"]}))
+    return "\n".join(lines)
+
+
+@app.command("export")
+@bad_input_exits_2
+def export_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="A finished `tickets prune` output directory.")],
+    out: Annotated[
+        Path | None, typer.Option(help="Directory to write (default RUN_DIR/export).")
+    ] = None,
+) -> None:
+    """Bake the kept mask into the weights: a plain `from_pretrained` directory plus the masks
+    packed one bit per weight and the realised sparsity per module."""
+    from pruning.export import export_pruned
+    from pruning.train import load_pruned
+    from search.config import load_config
+
+    saved = run_dir / "config.yaml"
+    if not saved.is_file():
+        raise InputError(f"{run_dir}: not a pruning run directory (no config.yaml)")
+    cfg = load_config(saved)
+    if cfg.pruning is None:
+        raise InputError(f"{saved}: no 'pruning:' block; not a pruning run")
+    model, tokenizer, answers = load_pruned(cfg.pruning, cfg.stage3)
+    target = out if out is not None else run_dir / "export"
+    report = export_pruned(model, answers, tokenizer, saved.read_text(), target)
+    parts = [f"{g} {report[g]['realised']:.4f}" for g in ("language", "visual", "cross", "overall")
+             if g in report]  # fmt: skip
+    typer.echo(f"wrote {target} (realised sparsity: {', '.join(parts)})")
+
+
 @app.command("demo")
 @bad_input_exits_2
 def demo_cmd(

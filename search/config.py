@@ -16,13 +16,14 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from models.config import ModelConfig, PretrainConfig, TrainConfig
 from models.objectives import ObjectiveConfig
+from pruning.config import PruneConfig, Stage3Config
 from vqa.config import DataConfig
 from vqa.errors import InputError
 
 
 class RunConfig(BaseModel):
     """A whole run. Blocks: `data` (vqa); `model`, `objective` (stage 1's loss L1), `pretrain`,
-    `finetune` (models). Pruning and search blocks join as they land."""
+    `finetune` (models); `pruning` (stage 2, its loss L2) and `stage3` (pruning)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -31,14 +32,24 @@ class RunConfig(BaseModel):
     objective: ObjectiveConfig = ObjectiveConfig()
     pretrain: PretrainConfig | None = None
     finetune: TrainConfig | None = None
+    pruning: PruneConfig | None = None
+    stage3: Stage3Config | None = None
 
     def resolved(self) -> RunConfig:
         """A copy with every path absolute."""
         update: dict[str, Any] = {"data": self.data.resolved(), "model": self.model.resolved()}
-        for name in ("pretrain", "finetune"):
+        for name in ("pretrain", "finetune", "pruning", "stage3"):
             block = getattr(self, name)
             if block is not None:
                 update[name] = block.resolved()
+        pruning, stage3 = update.get("pruning"), update.get("stage3")
+        # Stage 2 starts from stage 1's kept model unless told otherwise; stage 3 writes beside it.
+        if pruning is not None and pruning.checkpoint is None and self.finetune is not None:
+            best = update["finetune"].output_dir / "best"
+            update["pruning"] = pruning = pruning.model_copy(update={"checkpoint": best})
+        if stage3 is not None and stage3.output_dir is None and pruning is not None:
+            stage3_dir = pruning.output_dir / "stage3"
+            update["stage3"] = stage3.model_copy(update={"output_dir": stage3_dir})
         return self.model_copy(update=update)
 
     def blocks_yaml(self, *names: str) -> str:

@@ -1,0 +1,260 @@
+"""Stage 2 (`tickets prune`), OMP + stage 3, `tickets export`, and a killed run's resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from models.evaluate import evaluate_split
+from models.structure import prunable_groups
+from models.train import fit
+from models.vqa_model import VQAModel, load_backbone, load_head
+from pruning.export import load_masks, unpack_mask
+from search.cli import app
+from search.config import validate_config
+from tests.conftest import Bench, tiny_run_config
+
+TICKETS = str(Path(sys.executable).parent / "tickets")
+
+
+@pytest.fixture(scope="module")
+def tiny_stage1(tiny_bench: Bench, tiny_pretrained: Path, tmp_path_factory) -> Path:
+    """A tiny stage-1 (BCE) run; returns its output directory (the model is in `best/`)."""
+    out = tmp_path_factory.mktemp("stage1")
+    raw = tiny_run_config(
+        tiny_bench, out, model={"checkpoint": str(tiny_pretrained)}, objective={"name": "bce"},
+        finetune={"output_dir": str(out / "ft"), "epochs": 1, "batch_size": 32, "lr": 1e-3},
+    )  # fmt: skip
+    cfg = validate_config(raw, "stage1")
+    fit("finetune", cfg.data, cfg.model, cfg.objective, cfg.finetune,
+        cfg.blocks_yaml("data", "model", "objective", "finetune"))  # fmt: skip
+    return out / "ft"
+
+
+def _config(bench: Bench, stage1: Path, out: Path, stage3: dict | None = None, **pruning) -> Path:
+    raw = yaml.safe_load((bench.root / "prepare.yaml").read_text())
+    raw["finetune"] = {"output_dir": str(stage1)}  # pruning.checkpoint defaults to its best/
+    raw["pruning"] = {"output_dir": str(out / "prune"), "epochs": 3, "batch_size": 32,
+                      "lr": 0.05, "sparsity": 0.5, "language": 0.3, "visual": 0.6,
+                      "recompute_every": 5, **pruning}  # fmt: skip
+    if stage3 is not None:
+        raw["stage3"] = stage3
+    path = out / "run.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_prune_cli_trains_masks_at_the_requested_allocation(
+    tiny_bench: Bench, tiny_stage1: Path, tmp_path: Path
+) -> None:
+    config = _config(tiny_bench, tiny_stage1, tmp_path)
+    result = CliRunner().invoke(app, ["prune", str(config), "pruning.eval_train=true"])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "prune"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["complete"] and metrics["method"] == "mask"
+    assert metrics["checkpoint"] == str((tiny_stage1 / "best").resolve())
+    req = metrics["requested"]
+    assert req["language"] == 0.3 and req["visual"] == 0.6 and req["overall"] == 0.5
+    # eq. 10: the solved cross sparsity makes the size-weighted mean the budget.
+    report = metrics["sparsity"]
+    sizes = {g: report[g]["numel"] for g in ("language", "visual", "cross")}
+    mean = sum(req[g] * sizes[g] for g in sizes) / sum(sizes.values())
+    assert abs(mean - 0.5) < 1e-12
+    for group in ("language", "visual", "cross"):
+        # Within one weight per tensor of the request (rounding per tensor).
+        assert abs(report[group]["pruned"] - req[group] * sizes[group]) <= 20, group
+    assert metrics["remaining_params"] == report["overall"]["numel"] - report["overall"]["pruned"]
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2, 3]
+    # Masks change while training (lr 0.05 on scores of size alpha*phi = 0.02).
+    assert max(h["mask_change"] for h in metrics["history"]) > 0.001
+    kept = max(metrics["history"], key=lambda h: h["selection"]["overall"])
+    assert metrics["kept_epoch"] == kept["epoch"] and metrics["selection"] == kept["selection"]
+    for split in ("test", "test_full", "train"):
+        assert set(metrics[split]) >= {"overall", "yes_no", "number", "other"}
+    assert {p.name for p in (out / "best").iterdir()} >= {"masks.safetensors", "sparsity.json"}
+    assert "realised sparsity: language 0.3" in result.output
+
+    again = CliRunner().invoke(app, ["prune", str(config), "pruning.eval_train=true"])
+    assert again.exit_code == 0 and "already complete" in again.output
+    other = CliRunner().invoke(app, ["prune", str(config), "pruning.lr=0.5"])
+    assert other.exit_code == 2 and "holds a run with a different config" in other.stderr
+
+
+def test_export_predicts_exactly_what_the_run_reported(
+    tiny_bench: Bench, tiny_stage1: Path, tmp_path: Path
+) -> None:
+    config = _config(tiny_bench, tiny_stage1, tmp_path, epochs=1)
+    assert CliRunner().invoke(app, ["prune", str(config)]).exit_code == 0
+    result = CliRunner().invoke(app, ["export", str(tmp_path / "prune")])
+    assert result.exit_code == 0, result.output
+    exported = tmp_path / "prune" / "export"
+    metrics = json.loads((tmp_path / "prune" / "metrics.json").read_text())
+    # A plain from_pretrained directory whose zeros are the kept mask's.
+    model = VQAModel(load_backbone(exported), tiny_bench.data.num_answers)
+    assert load_head(model, exported, tiny_bench.data.answers)
+    report = metrics["sparsity"]
+    packed = load_file(str(exported / "masks.safetensors"))
+    shapes = {n: list(t.shape) for n, t in model.named_parameters()}
+    params = dict(model.named_parameters())
+    for group in ("language", "visual", "cross"):
+        pruned = 0
+        for name in prunable_groups(model)[group]:
+            mask = unpack_mask(packed[name], shapes[name])
+            assert torch.all(params[name][mask == 0] == 0), name
+            pruned += int((mask == 0).sum())
+        assert pruned == report[group]["pruned"], group
+    test = evaluate_split(model, tiny_bench.data, "test", torch.device("cpu"))
+    assert test == metrics["test"]
+    # One bit per weight (each tensor padded to whole bytes).
+    numel = sum(report[g]["numel"] for g in ("language", "visual", "cross", "pooler"))
+    assert numel / 8 <= sum(t.numel() for t in packed.values()) <= numel / 8 + len(packed)
+
+
+def test_omp_with_stage3_keeps_the_mask_and_trains_the_weights(
+    tiny_bench: Bench, tiny_stage1: Path, tmp_path: Path
+) -> None:
+    stage3 = {"epochs": 2, "batch_size": 32, "lr": 1e-3, "loss": "bce"}
+    config = _config(tiny_bench, tiny_stage1, tmp_path, stage3=stage3, method="omp",
+                     mode="uniform", language=None, visual=None)  # fmt: skip
+    result = CliRunner().invoke(app, ["prune", str(config)])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "prune"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [h["epoch"] for h in metrics["history"]] == [0]  # OMP: evaluated, not trained
+    section = metrics["stage3"]
+    assert section["output_dir"] == str(out / "stage3")
+    assert [h["epoch"] for h in section["history"]] == [1, 2]
+    assert section["sparsity"] == metrics["sparsity"]  # stage 3 never moves the mask
+    for group in ("language", "visual", "cross", "pooler"):
+        assert metrics["sparsity"][group]["realised"] == pytest.approx(0.5, abs=1e-3)
+    assert "stage 3 kept epoch" in result.output
+
+    assert (
+        CliRunner().invoke(app, ["export", str(out), "--out", str(tmp_path / "x")]).exit_code == 0
+    )
+    exported = VQAModel(load_backbone(tmp_path / "x"), tiny_bench.data.num_answers)
+    assert load_head(exported, tmp_path / "x", tiny_bench.data.answers)
+    test = evaluate_split(exported, tiny_bench.data, "test", torch.device("cpu"))
+    assert test == section["test"]
+    # Stage 3 changed the surviving weights of the stage-1 model.
+    stage1 = load_backbone(tiny_stage1 / "best").state_dict()
+    name = "encoder.layer.0.attention.self.query.weight"
+    kept = exported.backbone.state_dict()[name] != 0
+    assert not torch.equal(exported.backbone.state_dict()[name][kept], stage1[name][kept])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["pruning.language=0.99", "pruning.visual=0.99", "pruning.sparsity=0.2"],
+         "pruning: "),
+        (["pruning.sparsity=1.0"], "pruning.sparsity: Input should be less than 1"),
+        (["pruning.mode=uniform"], "mode 'uniform' takes sparsity only"),
+        (["pruning.visual=null"], "give two of language, visual, cross"),
+        (["pruning.language=0.995"], "pruning.language: 0.995 is outside bounds"),
+        (["pruning.loss=nope"], "pruning.loss.name: Input should be"),
+        (["pruning.method=lottery"], "pruning.method: Input should be 'mask' or 'omp'"),
+    ],
+)  # fmt: skip
+def test_bad_pruning_requests_are_one_line_and_write_nothing(
+    tiny_bench: Bench, tiny_stage1: Path, tmp_path: Path, overrides: list[str], message: str
+) -> None:
+    config = _config(tiny_bench, tiny_stage1, tmp_path)
+    result = CliRunner().invoke(app, ["prune", str(config), *overrides])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], lines
+    assert not (tmp_path / "prune").exists()
+
+
+def test_export_refuses_what_is_not_a_finished_run(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["export", str(tmp_path)])
+    assert result.exit_code == 2
+    assert (
+        result.stderr.strip() == f"error: {tmp_path}: not a pruning run directory (no config.yaml)"
+    )
+
+
+def test_masks_reload_into_a_fresh_model(tiny_bench: Bench, tiny_stage1: Path, tmp_path: Path):
+    from models.structure import group_sizes
+    from pruning.masks import apply_masks
+    from pruning.train import load_pruned
+    from search.config import load_config
+
+    config = _config(tiny_bench, tiny_stage1, tmp_path, epochs=1)
+    assert CliRunner().invoke(app, ["prune", str(config)]).exit_code == 0
+    cfg = load_config(tmp_path / "prune" / "config.yaml")
+    model, _, answers = load_pruned(cfg.pruning, None)
+    fresh = VQAModel(load_backbone(tiny_stage1 / "best"), len(answers))
+    apply_masks(fresh, cfg.pruning.sparsities(group_sizes(fresh)), cfg.pruning.mode)
+    before = [p.mask.clone() for _, p in _named(fresh)]
+    load_masks(fresh, tmp_path / "prune" / "best" / "masks.safetensors")
+    after = [p.mask for _, p in _named(fresh)]
+    assert any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
+    assert all(torch.equal(a, p.mask) for a, (_, p) in zip(after, _named(model), strict=True))
+
+
+def _named(model):
+    from pruning.export import named_score_masks
+
+    return named_score_masks(model)
+
+
+def _run(config: Path) -> subprocess.Popen:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([TICKETS, "prune", str(config)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_killed_prune_resumes_to_the_same_metrics(
+    tiny_bench: Bench, tiny_stage1: Path, tmp_path: Path
+) -> None:
+    whole_dir, killed_dir = tmp_path / "whole", tmp_path / "killed"
+    runs = {}
+    for d in (whole_dir, killed_dir):
+        d.mkdir()
+        runs[d] = _config(tiny_bench, tiny_stage1, d, epochs=4,
+                          stage3={"epochs": 2, "batch_size": 32, "lr": 1e-3})  # fmt: skip
+    assert _run(runs[whole_dir]).wait(timeout=600) == 0
+
+    proc = _run(runs[killed_dir])
+    metrics = killed_dir / "prune" / "metrics.json"
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        if metrics.is_file() and len(json.loads(metrics.read_text())["history"]) >= 2:
+            break
+        assert proc.poll() is None, proc.stderr.read().decode()
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    partial = json.loads(metrics.read_text())
+    assert not partial["complete"] and len(partial["history"]) < 4
+
+    resumed = _run(runs[killed_dir])
+    out, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, err.decode()
+    assert "resuming" in out.decode()
+    a = json.loads((whole_dir / "prune" / "metrics.json").read_text())
+    b = json.loads(metrics.read_text())
+    for key in ("kept_epoch", "selection", "test", "test_full", "sparsity", "remaining_params"):
+        assert a[key] == b[key], key
+    strip = ("wall_s",)
+    for ha, hb in zip(a["history"], b["history"], strict=True):
+        assert {k: v for k, v in ha.items() if k not in strip} == {
+            k: v for k, v in hb.items() if k not in strip
+        }
+    for key in ("kept_epoch", "selection", "test"):
+        assert a["stage3"][key] == b["stage3"][key], key
