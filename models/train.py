@@ -66,13 +66,13 @@ def build_model(stage: str, model_cfg: ModelConfig, train_cfg: TrainConfig, data
 
 
 def load_checkpoint_model(
-    ckpt: Path, data: PreparedData, head: bool | str = True
+    ckpt: Path, data: PreparedData, head: bool | str = True, field: str = "model.checkpoint"
 ) -> tuple[VQAModel, object]:
     """(model, tokenizer) from a local model directory, checked against the data cache: same
     tokenizer vocabulary, same feature dimension. `head`: True loads the directory's answer head
     when it was trained on the cache's answers, "required" insists on it, False starts fresh."""
     cache_tok = load_tokenizer(data.tokenizer_dir)
-    backbone = load_backbone(ckpt)
+    backbone = load_backbone(ckpt, field)
     tokenizer = load_tokenizer(ckpt)
     if tokenizer.get_vocab() != cache_tok.get_vocab():
         raise InputError(
@@ -126,13 +126,14 @@ def fit(
         return json.loads(done.read_text())
 
     data = load_data(data_cfg)
+    device = pick_device(model_cfg.device)
+    torch.manual_seed(train_cfg.seed)
+    model, tokenizer = build_model(stage, model_cfg, train_cfg, data)
+    # Written only once the inputs are known good: a refused run leaves nothing behind.
     if not (out / "config.yaml").is_file():
         out.mkdir(parents=True, exist_ok=True)
         with atomic_path(out / "config.yaml") as tmp:
             tmp.write_text(config_yaml)
-    device = pick_device(model_cfg.device)
-    torch.manual_seed(train_cfg.seed)
-    model, tokenizer = build_model(stage, model_cfg, train_cfg, data)
     objective = build_objective(objective_cfg, model.backbone.config.hidden_size)
     model.to(device)
     objective.to(device)

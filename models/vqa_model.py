@@ -86,11 +86,12 @@ def small_backbone(cfg: ArchitectureConfig, vocab_size: int, feature_dim: int) -
     return LxmertModel(config)
 
 
-def check_model_dir(path: str | os.PathLike[str]) -> Path:
-    """`path` if it is a complete local checkpoint directory, else an `InputError` naming it."""
+def check_model_dir(path: str | os.PathLike[str], field: str = "model.checkpoint") -> Path:
+    """`path` if it is a complete local checkpoint directory, else an `InputError` naming it
+    (and the config `field` it came from)."""
     path = Path(path)
     if not path.is_dir():
-        raise InputError(f"{path}: checkpoint directory not found (model.checkpoint)")
+        raise InputError(f"{path}: checkpoint directory not found ({field})")
     if not (path / "config.json").is_file():
         raise InputError(f"{path}: incomplete checkpoint directory, no config.json")
     if not any((path / f).is_file() for f in WEIGHT_FILES):
@@ -98,9 +99,9 @@ def check_model_dir(path: str | os.PathLike[str]) -> Path:
     return path
 
 
-def load_backbone(path: str | os.PathLike[str]) -> LxmertModel:
+def load_backbone(path: str | os.PathLike[str], field: str = "model.checkpoint") -> LxmertModel:
     """The LXMERT backbone of a local directory; never a hub download."""
-    path = check_model_dir(path)
+    path = check_model_dir(path, field)
     hf_logging.disable_progress_bar()
     try:
         return LxmertModel.from_pretrained(str(path), local_files_only=True)

@@ -84,7 +84,9 @@ def prune(
     data = data if data is not None else load_data(data_cfg)
     device = pick_device(device)
     torch.manual_seed(prune_cfg.seed)
-    model, _ = load_checkpoint_model(prune_cfg.checkpoint, data, head="required")
+    model, _ = load_checkpoint_model(
+        prune_cfg.checkpoint, data, head="required", field="pruning.checkpoint"
+    )
     requested = prune_cfg.sparsities(group_sizes(model))
     apply_masks(model, requested, prune_cfg.mode, prune_cfg.alpha, prune_cfg.phi)
     if not (out / "config.yaml").is_file():
@@ -169,7 +171,7 @@ def load_pruned(
     if not (done.is_file() and json.loads(done.read_text()).get("complete")):
         raise InputError(f"{out}: not a finished pruning run (no complete metrics.json)")
     answers = json.loads((out / "best" / "answers.json").read_text())
-    backbone = load_backbone(prune_cfg.checkpoint)
+    backbone = load_backbone(prune_cfg.checkpoint, "pruning.checkpoint")
     model = VQAModel(backbone, len(answers))
     requested = prune_cfg.sparsities(group_sizes(model))
     apply_masks(model, requested, prune_cfg.mode, prune_cfg.alpha, prune_cfg.phi)

@@ -78,3 +78,51 @@ def tiny_pretrained(tiny_bench: Bench, tmp_path_factory: pytest.TempPathFactory)
     fit("pretrain", cfg.data, cfg.model, None, cfg.pretrain,
         cfg.blocks_yaml("data", "pretrain"))  # fmt: skip
     return out / "pre" / "model"
+
+
+# --- The scientific effect tests' stage-1 runs (slow), shared by stage-1 and pruning effects -----
+
+EFFECT_SEEDS = (0, 1, 2)
+EFFECT_PRETRAIN = {"epochs": 8, "batch_size": 64, "lr": 1e-3}
+EFFECT_FINETUNE = {"epochs": 6, "batch_size": 64, "lr": 5e-4, "eval_train": True}
+
+
+@dataclass
+class Stage1Run:
+    """One seed of the effect tests: its benchmark, the plain run config and the stage-1 runs
+    (`metrics[loss]`, `root / loss / "best"` the kept model) for `bce` and `lmh`."""
+
+    seed: int
+    root: Path
+    bench: Bench
+    raw: dict
+    metrics: dict[str, dict]
+
+
+def _stage1_run(root: Path, seed: int) -> Stage1Run:
+    """Pre-train (demo sizes) then stage 1 with `bce` and with `lmh`, on one seed's benchmark."""
+    import yaml
+
+    from models.train import fit
+    from search.config import validate_config
+
+    bench = make_bench(root / "data", dataset="vqacp_v2", seed=seed)
+    raw = yaml.safe_load((bench.root / "prepare.yaml").read_text())
+    raw["pretrain"] = {"output_dir": str(root / "pre"), "seed": seed, **EFFECT_PRETRAIN}
+    raw["model"] = {"checkpoint": str(root / "pre" / "model")}
+    cfg = validate_config(raw, "effects")
+    fit("pretrain", cfg.data, cfg.model, None, cfg.pretrain,
+        cfg.blocks_yaml("data", "pretrain"))  # fmt: skip
+    metrics = {}
+    for loss in ("bce", "lmh"):
+        finetune = {"output_dir": str(root / loss), "seed": seed, **EFFECT_FINETUNE}
+        raw_ft = {**raw, "objective": {"name": loss}, "finetune": finetune}
+        c = validate_config(raw_ft, "effects")
+        metrics[loss] = fit("finetune", c.data, c.model, c.objective, c.finetune,
+                            c.blocks_yaml("data", "model", "objective", "finetune"))  # fmt: skip
+    return Stage1Run(seed, root, bench, raw, metrics)
+
+
+@pytest.fixture(scope="session")
+def stage1_runs(tmp_path_factory: pytest.TempPathFactory) -> list[Stage1Run]:
+    return [_stage1_run(tmp_path_factory.mktemp(f"seed{s}"), s) for s in EFFECT_SEEDS]

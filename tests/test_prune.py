@@ -166,6 +166,8 @@ def test_omp_with_stage3_keeps_the_mask_and_trains_the_weights(
         (["pruning.language=0.995"], "pruning.language: 0.995 is outside bounds"),
         (["pruning.loss=nope"], "pruning.loss.name: Input should be"),
         (["pruning.method=lottery"], "pruning.method: Input should be 'mask' or 'omp'"),
+        (["pruning.checkpoint=/nonexistent/ckpt"],
+         "/nonexistent/ckpt: checkpoint directory not found (pruning.checkpoint)"),
     ],
 )  # fmt: skip
 def test_bad_pruning_requests_are_one_line_and_write_nothing(

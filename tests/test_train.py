@@ -133,3 +133,11 @@ def test_stale_cache_is_refused(tiny_bench: Bench, tiny_pretrained: Path, tmp_pa
     assert result.exit_code == 2
     assert "data cache missing or out of date" in result.stderr
     assert not (tmp_path / "ft" / "last").exists()
+
+
+def test_missing_checkpoint_leaves_no_output_dir(tiny_bench: Bench, tmp_path: Path) -> None:
+    config = _write_config(tiny_bench, tmp_path / "nope", tmp_path)
+    result = CliRunner().invoke(app, ["finetune", str(config)])
+    assert result.exit_code == 2
+    assert "checkpoint directory not found (model.checkpoint)" in result.stderr
+    assert not (tmp_path / "ft").exists()

@@ -1,0 +1,80 @@
+"""The paper's pruning effects on the synthetic benchmark.
+
+- Realised sparsity equals the request within one weight per tensor, for 20 random feasible
+  allocations of the demo model (fast).
+- Mask training with `lmh` on the `bce` stage-1 model, at s = 0.5, beats that full model out of
+  distribution (the paper's figure 2), averaged over the effect seeds (slow; it reuses the stage-1
+  runs of tests/test_effects_stage1.py).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from models.config import ArchitectureConfig
+from models.structure import group_sizes, prunable_groups
+from models.vqa_model import VQAModel, small_backbone
+from pruning.budget import GROUPS, feasible_interval, solve
+from pruning.masks import apply_masks, sparsity_report
+from tests.conftest import Stage1Run
+
+FIGURE2_PRUNING = {"sparsity": 0.5, "epochs": 6, "batch_size": 64, "lr": 1e-3, "loss": "lmh",
+                   "recompute_every": 10}  # fmt: skip
+
+
+def test_realised_sparsity_is_the_request_within_one_weight_per_tensor() -> None:
+    torch.manual_seed(0)
+    base = VQAModel(small_backbone(ArchitectureConfig(), vocab_size=200, feature_dim=64), 40)
+    sizes = group_sizes(base)
+    names = prunable_groups(base)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        s = float(rng.uniform(0.05, 0.95))
+        lo, hi = feasible_interval(s, sizes, "language")
+        language = float(rng.uniform(lo, hi))
+        lo, hi = feasible_interval(s, sizes, "visual", fixed={"language": language})
+        triple = solve(s, sizes, language=language, visual=float(rng.uniform(lo, hi)))
+        model = copy.deepcopy(base)
+        apply_masks(model, {**triple, "overall": s}, mode="modality")
+        params = dict(model.named_parameters())
+        report = sparsity_report(model)
+        for group in GROUPS:
+            pruned = 0
+            for name in names[group]:
+                module = model.get_submodule(name.rsplit(".", 1)[0])
+                zeros = int((module.parametrizations.weight[0].mask == 0).sum())
+                numel = params[name.replace("weight", "parametrizations.weight.original")].numel()
+                assert abs(zeros - triple[group] * numel) <= 1, (name, triple[group])
+                pruned += zeros
+            assert report[group]["pruned"] == pruned
+            assert report[group]["requested"] == pytest.approx(triple[group], abs=1e-12)
+            slack = len(names[group]) / sizes[group]
+            assert abs(report[group]["realised"] - triple[group]) <= slack
+        n_tensors = sum(len(names[g]) for g in GROUPS)
+        assert abs(report["overall"]["realised"] - s) <= n_tensors / sum(sizes.values())
+
+
+@pytest.mark.slow
+def test_lmh_mask_training_beats_the_full_bce_model_out_of_distribution(
+    stage1_runs: list[Stage1Run],
+) -> None:
+    from pruning.train import prune
+    from search.config import validate_config
+
+    full, pruned = [], []
+    for run in stage1_runs:
+        out = run.root / "prune_lmh"
+        raw = {**run.raw, "pruning": {"output_dir": str(out), "seed": run.seed,
+                                      "checkpoint": str(run.root / "bce" / "best"),
+                                      **FIGURE2_PRUNING}}  # fmt: skip
+        cfg = validate_config(raw, "figure2").resolved()
+        metrics = prune(cfg.data, cfg.pruning, None, cfg.blocks_yaml("data", "pruning"),
+                        data=run.bench.data)  # fmt: skip
+        assert metrics["sparsity"]["overall"]["realised"] == pytest.approx(0.5, abs=1e-3)
+        full.append(run.metrics["bce"]["test"]["overall"])
+        pruned.append(metrics["test"]["overall"])
+    assert np.mean(pruned) > np.mean(full), (full, pruned)
