@@ -264,6 +264,76 @@ def export_cmd(
     typer.echo(f"wrote {target} (realised sparsity: {', '.join(parts)})")
 
 
+@app.command("search")
+@bad_input_exits_2
+def search_cmd(
+    config: Annotated[
+        Path, typer.Argument(help="YAML run config with data:, pruning: and search: blocks.")
+    ],
+    overrides: Overrides = None,
+    address: Annotated[
+        str | None, typer.Option(help="Join this Ray cluster (e.g. ray://head:10001, auto).")
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option(help="Run name (default search.name or a time).")
+    ] = None,
+) -> None:
+    """Sweep allocations with Ray Tune: every trial is one stage-2 run at one proposal."""
+    from search.config import load_config
+    from search.tuner import run_search
+
+    run_search(load_config(config, overrides), name, address, echo=typer.echo)
+
+
+@app.command("resume")
+@bad_input_exits_2
+def resume_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="The run directory of an interrupted sweep.")],
+    address: Annotated[str | None, typer.Option(help="Join this Ray cluster.")] = None,
+) -> None:
+    """Continue an interrupted sweep: finished trials are kept, running ones continue."""
+    from search.tuner import resume_search
+
+    resume_search(run_dir, address, echo=typer.echo)
+
+
+@app.command("results")
+@bad_input_exits_2
+def results_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="A sweep's run directory (finished or not).")],
+) -> None:
+    """Rewrite trials.parquet and epochs.parquet from the experiment state and print the best."""
+    from search.tuner import best_trials_text, collect, load_run
+
+    trials, epochs = collect(run_dir)
+    typer.echo(best_trials_text(load_run(run_dir), trials))
+    typer.echo(f"wrote {run_dir / 'trials.parquet'} ({len(trials)} trials), "
+               f"{run_dir / 'epochs.parquet'} ({len(epochs)} epochs)")  # fmt: skip
+
+
+@app.command("pareto")
+@bad_input_exits_2
+def pareto_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="A sweep's run directory (finished or not).")],
+    objectives: Annotated[
+        str, typer.Option(help="Two or three COLUMN:max|min of trials.parquet, comma-separated.")
+    ] = "test_overall:max,remaining_params:min",
+    color: Annotated[
+        str | None, typer.Option(help="Column colouring the ternary map (default: the first).")
+    ] = None,
+    include_early_stopped: Annotated[
+        bool, typer.Option(help="Also consider trials that ASHA stopped early.")
+    ] = False,
+) -> None:
+    """The non-dominated trials: a table, pareto.parquet, a front PNG and a ternary PNG."""
+    from search.pareto import pareto_report, parse_objectives
+
+    _, text, paths = pareto_report(run_dir, parse_objectives(objectives), color,
+                                   include_early_stopped)  # fmt: skip
+    typer.echo(text)
+    typer.echo("wrote " + ", ".join(str(p) for p in paths))
+
+
 @app.command("demo")
 @bad_input_exits_2
 def demo_cmd(

@@ -17,13 +17,14 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from models.config import ModelConfig, PretrainConfig, TrainConfig
 from models.objectives import ObjectiveConfig
 from pruning.config import PruneConfig, Stage3Config
+from search.schema import SearchConfig
 from vqa.config import DataConfig
 from vqa.errors import InputError
 
 
 class RunConfig(BaseModel):
     """A whole run. Blocks: `data` (vqa); `model`, `objective` (stage 1's loss L1), `pretrain`,
-    `finetune` (models); `pruning` (stage 2, its loss L2) and `stage3` (pruning)."""
+    `finetune` (models); `pruning` (stage 2, its loss L2) and `stage3` (pruning); `search`."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -34,11 +35,12 @@ class RunConfig(BaseModel):
     finetune: TrainConfig | None = None
     pruning: PruneConfig | None = None
     stage3: Stage3Config | None = None
+    search: SearchConfig | None = None
 
     def resolved(self) -> RunConfig:
         """A copy with every path absolute."""
         update: dict[str, Any] = {"data": self.data.resolved(), "model": self.model.resolved()}
-        for name in ("pretrain", "finetune", "pruning", "stage3"):
+        for name in ("pretrain", "finetune", "pruning", "stage3", "search"):
             block = getattr(self, name)
             if block is not None:
                 update[name] = block.resolved()

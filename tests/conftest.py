@@ -80,6 +80,25 @@ def tiny_pretrained(tiny_bench: Bench, tmp_path_factory: pytest.TempPathFactory)
     return out / "pre" / "model"
 
 
+@pytest.fixture(scope="session")
+def tiny_stage1(
+    tiny_bench: Bench, tiny_pretrained: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """A tiny stage-1 (BCE) run; returns its output directory (the model is in `best/`)."""
+    from models.train import fit
+    from search.config import validate_config
+
+    out = tmp_path_factory.mktemp("stage1")
+    raw = tiny_run_config(
+        tiny_bench, out, model={"checkpoint": str(tiny_pretrained)}, objective={"name": "bce"},
+        finetune={"output_dir": str(out / "ft"), "epochs": 1, "batch_size": 32, "lr": 1e-3},
+    )  # fmt: skip
+    cfg = validate_config(raw, "stage1")
+    fit("finetune", cfg.data, cfg.model, cfg.objective, cfg.finetune,
+        cfg.blocks_yaml("data", "model", "objective", "finetune"))  # fmt: skip
+    return out / "ft"
+
+
 # --- The scientific effect tests' stage-1 runs (slow), shared by stage-1 and pruning effects -----
 
 EFFECT_SEEDS = (0, 1, 2)
@@ -126,3 +145,15 @@ def _stage1_run(root: Path, seed: int) -> Stage1Run:
 @pytest.fixture(scope="session")
 def stage1_runs(tmp_path_factory: pytest.TempPathFactory) -> list[Stage1Run]:
     return [_stage1_run(tmp_path_factory.mktemp(f"seed{s}"), s) for s in EFFECT_SEEDS]
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray runtime for the whole test session (DESIGN §8)."""
+    import ray
+
+    if not ray.is_initialized():
+        os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 object_store_memory=100 * 1024**2)  # fmt: skip
+    yield ray

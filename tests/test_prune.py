@@ -18,28 +18,12 @@ from typer.testing import CliRunner
 
 from models.evaluate import evaluate_split
 from models.structure import prunable_groups
-from models.train import fit
 from models.vqa_model import VQAModel, load_backbone, load_head
 from pruning.export import load_masks, unpack_mask
 from search.cli import app
-from search.config import validate_config
-from tests.conftest import Bench, tiny_run_config
+from tests.conftest import Bench
 
 TICKETS = str(Path(sys.executable).parent / "tickets")
-
-
-@pytest.fixture(scope="module")
-def tiny_stage1(tiny_bench: Bench, tiny_pretrained: Path, tmp_path_factory) -> Path:
-    """A tiny stage-1 (BCE) run; returns its output directory (the model is in `best/`)."""
-    out = tmp_path_factory.mktemp("stage1")
-    raw = tiny_run_config(
-        tiny_bench, out, model={"checkpoint": str(tiny_pretrained)}, objective={"name": "bce"},
-        finetune={"output_dir": str(out / "ft"), "epochs": 1, "batch_size": 32, "lr": 1e-3},
-    )  # fmt: skip
-    cfg = validate_config(raw, "stage1")
-    fit("finetune", cfg.data, cfg.model, cfg.objective, cfg.finetune,
-        cfg.blocks_yaml("data", "model", "objective", "finetune"))  # fmt: skip
-    return out / "ft"
 
 
 def _config(bench: Bench, stage1: Path, out: Path, stage3: dict | None = None, **pruning) -> Path:

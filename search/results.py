@@ -1,0 +1,127 @@
+"""`trials.parquet` and `epochs.parquet` of a sweep, from Ray Tune's trials (README: the schema).
+
+Both are rebuilt from the trials' configs and last results — by a callback after every finished
+trial while the sweep runs, and by `tickets results` from the experiment state — and written
+atomically, so a reader never sees half a file and an interrupted sweep still has them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from ray import tune
+
+from vqa.atomic import atomic_path
+
+TRIALS_FILE = "trials.parquet"
+EPOCHS_FILE = "epochs.parquet"
+GROUPS = ("language", "visual", "cross")
+
+
+def _status(trial: Any) -> str:
+    result = trial.last_result or {}
+    if trial.status == "TERMINATED":
+        return "finished" if result.get("trial_complete") else "early_stopped"
+    return str(trial.status).lower()
+
+
+def _error(trial: Any) -> str | None:
+    path = getattr(trial, "error_file", None)
+    if trial.status != "ERROR" or not path or not Path(path).is_file():
+        return None
+    lines = [ln.strip() for ln in Path(path).read_text(errors="replace").splitlines() if ln.strip()]
+    return lines[-1][:500] if lines else "error"
+
+
+def _flat(prefix: str, metrics: dict[str, Any]) -> dict[str, float]:
+    return {f"{prefix}_{k}": float(v) for k, v in metrics.items() if isinstance(v, int | float)}
+
+
+def _history(result: dict[str, Any], key: str) -> list[dict]:
+    text = result.get(key)
+    return json.loads(text) if isinstance(text, str) else []
+
+
+def trial_tables(
+    trials: list[Any], hyperparameters: list[str], extra: dict[str, Any] | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(trials, epochs) DataFrames: one row per trial, one per trial and epoch. `extra` holds
+    columns shared by every trial (e.g. `loss_stage1`)."""
+    rows, epoch_rows = [], []
+    for trial in trials:
+        config, result = trial.config or {}, trial.last_result or {}
+        status = _status(trial)
+        history = _history(result, "history_json")
+        stage3 = _history(result, "stage3_history_json")
+        row: dict[str, Any] = {
+            "trial_id": trial.trial_id,
+            "status": status,
+            "early_stopped": status == "early_stopped",
+            "error": _error(trial),
+            "retries": int(getattr(trial, "num_failures", 0) or 0),
+            "node": result.get("node"),
+            "hostname": result.get("hostname"),
+            "wall_s": float(result.get("time_total_s", math.nan)),
+            "epochs": int(result.get("epochs_done", 0)),
+            "s_overall": config.get("sparsity"),
+            **{f"s_{g}": config.get(g) for g in GROUPS},
+            "u_language": config.get("u_language"),
+            "u_visual": config.get("u_visual"),
+            **{f"hp_{h}": config.get(h) for h in hyperparameters},
+            **(extra or {}),
+        }
+        for key, value in result.items():
+            if key.startswith(("realised_", "test_", "train_", "stage3_test")) or key in (
+                "remaining_params", "kept_epoch", "loss_stage2", "loss_stage3", "seed",
+            ):  # fmt: skip
+                row[key] = value
+        row.pop("train_loss", None)  # a per-epoch value, in epochs.parquet
+        if result.get("trial_complete"):
+            row.update({k: v for k, v in result.items() if k.startswith("sel_")})
+        elif history:
+            best = max(history, key=lambda h: h["selection"]["overall"])
+            row.update(_flat("sel", best["selection"]))
+            row["kept_epoch"] = best["epoch"]
+            row["loss_stage2"] = best.get("train_loss", math.nan)
+        rows.append(row)
+        for record in history + stage3:
+            values = {k: record.get(k, math.nan) for k in ("train_loss", "lr", "mask_change",
+                                                           "wall_s")}  # fmt: skip
+            epoch_rows.append({"trial_id": trial.trial_id, "stage": record.get("stage", "prune"),
+                               "epoch": record["epoch"], **values,
+                               **_flat("sel", record["selection"])})  # fmt: skip
+    epoch_columns = ["trial_id", "stage", "epoch", "train_loss", "lr", "mask_change", "wall_s"]
+    epochs_df = pd.DataFrame(epoch_rows) if epoch_rows else pd.DataFrame(columns=epoch_columns)
+    return pd.DataFrame(rows), epochs_df
+
+
+def write_tables(run_dir: Path, trials_df: pd.DataFrame, epochs_df: pd.DataFrame) -> None:
+    """Replace trials.parquet and epochs.parquet in `run_dir`, each atomically."""
+    for df, name in ((trials_df, TRIALS_FILE), (epochs_df, EPOCHS_FILE)):
+        with atomic_path(Path(run_dir) / name) as tmp:
+            df.to_parquet(tmp, index=False)
+
+
+class ResultsCallback(tune.Callback):
+    """Rewrites the Parquet files after every finished or failed trial."""
+
+    def __init__(self, run_dir: Path, hyperparameters: list[str], extra: dict[str, Any]) -> None:
+        self.run_dir = Path(run_dir)
+        self.hyperparameters = list(hyperparameters)
+        self.extra = dict(extra)
+
+    def _write(self, trials: list[Any]) -> None:
+        write_tables(self.run_dir, *trial_tables(trials, self.hyperparameters, self.extra))
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._write(trials)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._write(trials)
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self._write(trials)

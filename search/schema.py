@@ -1,0 +1,129 @@
+"""The `search:` block of a run config: searcher, scheduler, budgets, hyperparameters, resources."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Direction = Literal["max", "min"]
+
+
+class HyperParameter(BaseModel):
+    """A searched stage-2 hyperparameter; its name is a `pruning:` field (dotted for nested ones,
+    e.g. `loss.lpf_gamma`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["loguniform", "uniform", "int", "choice"]
+    low: float | None = None
+    high: float | None = None
+    values: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> HyperParameter:
+        if self.type == "choice":
+            if not self.values:
+                raise ValueError("type 'choice' needs a non-empty `values` list")
+            return self
+        if self.low is None or self.high is None or not self.low < self.high:
+            raise ValueError(f"type {self.type!r} needs low < high")
+        if self.type == "loguniform" and self.low <= 0:
+            raise ValueError("type 'loguniform' needs low > 0")
+        return self
+
+
+class Resources(BaseModel):
+    """Per-trial resources; `gpu` may be a fraction (several trials share a GPU)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cpu: float = Field(1.0, gt=0)
+    gpu: float = Field(0.0, ge=0)
+
+
+class AshaConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    grace_period: int = Field(1, ge=1)
+    reduction_factor: float = Field(2.0, gt=1)
+
+
+class GridConfig(BaseModel):
+    """The paper's coarse-to-fine grid (appendix C.4)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    coarse_step: float = Field(0.2, gt=0, lt=1)
+    fine_step: float = Field(0.05, gt=0, lt=1)
+    fine_radius: float | None = Field(None, gt=0, lt=1)
+
+
+class FailureConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_retries: int = Field(0, ge=0)
+
+
+class SearchConfig(BaseModel):
+    """A sweep: every trial is one stage-2 run (`pruning:` block) at a proposed allocation."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    storage_path: str = "runs/search"
+    """Where runs live: a local directory or a URI (s3://, gs://, ...), shared on a cluster."""
+    name: str | None = None
+    searcher: Literal["tpe", "gp", "nsga2", "random", "grid"] = "tpe"
+    scheduler: Literal["fifo", "asha"] = "fifo"
+    num_samples: int = Field(20, ge=1)
+    max_concurrent_trials: int = Field(1, ge=1)
+    seed: int = 0
+    metric: str | list[str] = "sel_overall"
+    mode: Direction | list[Direction] = "max"
+    budgets: list[float] | None = None
+    """Overall sparsities s to search over; default `[pruning.sparsity]`."""
+    hyperparameters: dict[str, HyperParameter] = {}
+    resources: Resources = Resources()
+    asha: AshaConfig = AshaConfig()
+    grid: GridConfig = GridConfig()
+    failure: FailureConfig = FailureConfig()
+    snapshot_s: float = Field(2.0, gt=0)
+    """Seconds between experiment snapshots (what a resume after a crash starts from)."""
+    dashboard: bool = False
+    dashboard_host: str = "127.0.0.1"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SearchConfig:
+        metrics = self.metric if isinstance(self.metric, list) else [self.metric]
+        modes = self.mode if isinstance(self.mode, list) else [self.mode]
+        if len(metrics) != len(modes):
+            raise ValueError(f"{len(metrics)} metrics but {len(modes)} modes")
+        multi = len(metrics) > 1
+        if self.searcher == "nsga2" and not multi:
+            raise ValueError("searcher 'nsga2' is multi-objective: give lists of metrics and modes")
+        if multi and self.searcher not in ("nsga2", "random", "tpe"):
+            raise ValueError(f"searcher {self.searcher!r} takes one metric, not a list")
+        if multi and self.scheduler == "asha":
+            raise ValueError("scheduler 'asha' needs a single metric")
+        if self.budgets is not None:
+            if not self.budgets or any(not 0 <= b < 1 for b in self.budgets):
+                raise ValueError(f"budgets must be fractions in [0, 1), got {self.budgets}")
+            if self.searcher == "grid" and len(self.budgets) != 1:
+                raise ValueError("searcher 'grid' runs one budget at a time")
+        return self
+
+    @property
+    def metrics(self) -> list[str]:
+        return self.metric if isinstance(self.metric, list) else [self.metric]
+
+    @property
+    def modes(self) -> list[str]:
+        return self.mode if isinstance(self.mode, list) else [self.mode]
+
+    def resolved(self) -> SearchConfig:
+        if "://" in self.storage_path:
+            return self
+        return self.model_copy(
+            update={"storage_path": str(Path(self.storage_path).expanduser().resolve())}
+        )

@@ -1,0 +1,261 @@
+"""`tickets search` and `tickets resume`: the Ray Tune sweep over allocations (DESIGN §6, §8).
+
+A run directory (`<search.storage_path>/<name>`) holds Ray's experiment state and trials, plus
+`tickets.yaml` (the resolved run config), `study.db` (the Optuna study: optuna-dashboard opens
+it), `trials.parquet` and `epochs.parquet`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import optuna
+import ray
+import torch
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.search.optuna import OptunaSearch
+from transformers import LxmertConfig, LxmertModel
+
+from models.structure import group_sizes
+from models.vqa_model import check_model_dir
+from search.config import RunConfig, dump_config, load_config
+from search.results import ResultsCallback, trial_tables, write_tables
+from search.space import make_space, uniform_points
+from search.trainable import TIME_ATTR, run_trial
+from vqa.errors import InputError
+
+CONFIG_FILE = "tickets.yaml"
+STUDY_FILE = "study.db"
+
+
+class AllocationSearch(OptunaSearch):
+    """OptunaSearch that tells Optuna a trial ended early (no `trial_complete` in its last
+    result: stopped by ASHA) as PRUNED instead of COMPLETE with its early, worse value."""
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
+        if result and not error and not result.get("trial_complete"):
+            ot_trial = self._ot_trials.get(trial_id)
+            if ot_trial is not None and trial_id not in self._completed_trials:
+                self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
+                self._completed_trials.add(trial_id)
+                return
+        super().on_trial_complete(trial_id, result, error)
+
+
+def model_sizes(checkpoint: Path) -> dict[str, int]:
+    """Group sizes of the stage-1 checkpoint, from its config.json (built on the meta device:
+    no weights are read)."""
+    path = check_model_dir(checkpoint, "pruning.checkpoint")
+    config = LxmertConfig.from_pretrained(str(path), local_files_only=True)
+    with torch.device("meta"):
+        model = LxmertModel(config)
+    return group_sizes(model)
+
+
+def _budgets(cfg: RunConfig) -> list[float]:
+    if cfg.search.budgets:
+        return list(cfg.search.budgets)
+    if cfg.pruning.sparsity is None:
+        raise InputError("search.budgets: required when pruning.sparsity is not given")
+    return [cfg.pruning.sparsity]
+
+
+def build_searcher(cfg: RunConfig, sizes: dict[str, int], run_dir: Path):
+    """The search algorithm of `search.searcher`, seeded, the uniform allocation first."""
+    search, bounds = cfg.search, tuple(cfg.pruning.bounds)
+    budgets = _budgets(cfg)
+    metric = search.metric if isinstance(search.metric, str) else list(search.metric)
+    mode = search.mode if isinstance(search.mode, str) else list(search.mode)
+    if search.searcher == "grid":
+        from search.grid import GridSearcher
+
+        return GridSearcher(sizes, budgets[0], bounds=bounds, metric=metric, mode=mode,
+                            coarse_step=search.grid.coarse_step, fine_step=search.grid.fine_step,
+                            fine_radius=search.grid.fine_radius)  # fmt: skip
+    samplers = {
+        "tpe": lambda: optuna.samplers.TPESampler(seed=search.seed),
+        "gp": lambda: optuna.samplers.GPSampler(seed=search.seed),
+        "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=search.seed),
+        "random": lambda: optuna.samplers.RandomSampler(seed=search.seed),
+    }
+    hps = {k: v.model_dump() for k, v in search.hyperparameters.items()}
+    storage = optuna.storages.RDBStorage(f"sqlite:///{run_dir / STUDY_FILE}")
+    return AllocationSearch(
+        space=make_space(sizes, budgets, bounds, hps),
+        metric=metric,
+        mode=mode,
+        points_to_evaluate=uniform_points(sizes, budgets, bounds),
+        sampler=samplers[search.searcher](),
+        study_name=run_dir.name,
+        storage=storage,
+    )
+
+
+def build_scheduler(cfg: RunConfig):
+    search = cfg.search
+    if search.scheduler == "fifo":
+        return FIFOScheduler()
+    epochs = cfg.pruning.epochs + (cfg.stage3.epochs if cfg.stage3 is not None else 0)
+    return ASHAScheduler(time_attr=TIME_ATTR, metric=search.metrics[0], mode=search.modes[0],
+                         max_t=epochs, grace_period=min(search.asha.grace_period, epochs),
+                         reduction_factor=search.asha.reduction_factor)  # fmt: skip
+
+
+def _base(cfg: RunConfig) -> dict[str, Any]:
+    """What every trial shares: plain data, stored once per node by `tune.with_parameters`."""
+    dumped = cfg.resolved().model_dump(mode="json")
+    base = {"data": dumped["data"], "model": dumped["model"], "pruning": dumped["pruning"],
+            "hyperparameters": list(cfg.search.hyperparameters)}  # fmt: skip
+    if cfg.stage3 is not None:
+        base["stage3"] = dumped["stage3"]
+    return base
+
+
+def _trainable(cfg: RunConfig):
+    resources = {"cpu": cfg.search.resources.cpu, "gpu": cfg.search.resources.gpu}
+    return tune.with_resources(tune.with_parameters(run_trial, base=_base(cfg)), resources)
+
+
+def _stage1_loss(checkpoint: Path) -> float:
+    metrics = checkpoint.parent / "metrics.json"
+    if not metrics.is_file():
+        return float("nan")
+    data = json.loads(metrics.read_text())
+    kept = [h for h in data.get("history", []) if h.get("epoch") == data.get("kept_epoch")]
+    return float(kept[0]["train_loss"]) if kept else float("nan")
+
+
+def _callback(cfg: RunConfig, run_dir: Path) -> ResultsCallback:
+    extra = {"loss_stage1": _stage1_loss(cfg.pruning.checkpoint), "seed": cfg.pruning.seed}
+    return ResultsCallback(run_dir, list(cfg.search.hyperparameters), extra)
+
+
+def init_ray(cfg: RunConfig, address: str | None) -> None:
+    """Join `address`, or start a local runtime with the dashboard off (or on 127.0.0.1)."""
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        ray.init(include_dashboard=cfg.search.dashboard, dashboard_host=cfg.search.dashboard_host,
+                 log_to_driver=False)  # fmt: skip
+
+
+def _storage(cfg: RunConfig) -> tuple[str, Path]:
+    """(Ray's storage path, the local directory where this project's run files live)."""
+    storage = cfg.search.resolved().storage_path
+    local = Path(storage) if "://" not in storage else Path("runs").resolve()
+    return storage, local
+
+
+def run_search(cfg: RunConfig, name: str | None, address: str | None,
+               echo: Callable[[str], None] = print) -> Path:  # fmt: skip
+    """Start a sweep; returns its run directory."""
+    if cfg.pruning is None or cfg.search is None:
+        raise InputError("the config needs 'pruning:' and 'search:' blocks for tickets search")
+    cfg = cfg.resolved()
+    name = name or cfg.search.name or time.strftime("search-%Y%m%d-%H%M%S")
+    cfg = cfg.model_copy(update={"search": cfg.search.model_copy(update={"name": name})})
+    storage, local = _storage(cfg)
+    run_dir = local / name
+    if (run_dir / CONFIG_FILE).exists():
+        raise InputError(f"{run_dir}: a sweep of this name exists; `tickets resume {run_dir}`")
+    sizes = model_sizes(cfg.pruning.checkpoint)
+    for b in _budgets(cfg):
+        cfg.pruning.model_copy(update={"sparsity": b, "language": None, "visual": None,
+                                       "cross": None}).sparsities(sizes)  # fmt: skip
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / CONFIG_FILE).write_text(dump_config(cfg))
+    init_ray(cfg, address)
+    os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = str(cfg.search.snapshot_s)
+    search = cfg.search
+    tuner = tune.Tuner(
+        _trainable(cfg),
+        tune_config=tune.TuneConfig(
+            search_alg=build_searcher(cfg, sizes, run_dir),
+            scheduler=build_scheduler(cfg),
+            num_samples=search.num_samples,
+            max_concurrent_trials=search.max_concurrent_trials,
+        ),
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=storage,
+            callbacks=[_callback(cfg, run_dir)],
+            failure_config=tune.FailureConfig(max_failures=search.failure.max_retries),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            verbose=0,
+        ),
+    )
+    tuner.fit()
+    _finish(cfg, run_dir, storage, echo)
+    return run_dir
+
+
+def load_run(run_dir: Path) -> RunConfig:
+    """The resolved config saved in a run directory; an `InputError` if it is not a sweep."""
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise InputError(f"{run_dir}: not a sweep run directory (no {CONFIG_FILE})")
+    return load_config(run_dir / CONFIG_FILE)
+
+
+def resume_search(run_dir: Path, address: str | None,
+                  echo: Callable[[str], None] = print) -> Path:  # fmt: skip
+    """Continue an interrupted sweep: finished trials stay, unfinished ones continue."""
+    cfg = load_run(run_dir)
+    storage, _ = _storage(cfg)
+    experiment = f"{storage.rstrip('/')}/{cfg.search.name}"
+    if not tune.Tuner.can_restore(experiment):
+        raise InputError(f"{run_dir}: no Ray Tune experiment state to resume from")
+    init_ray(cfg, address)
+    os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = str(cfg.search.snapshot_s)
+    tuner = tune.Tuner.restore(experiment, trainable=_trainable(cfg), resume_unfinished=True,
+                               resume_errored=True)  # fmt: skip
+    tuner.fit()
+    _finish(cfg, run_dir, storage, echo)
+    return run_dir
+
+
+def collect(run_dir: Path) -> tuple[Any, Any]:
+    """(trials, epochs) DataFrames of a sweep from Ray's experiment state; rewrites the files."""
+    cfg = load_run(run_dir)
+    storage, _ = _storage(cfg)
+    experiment = f"{storage.rstrip('/')}/{cfg.search.name}"
+    try:
+        analysis = tune.ExperimentAnalysis(experiment)
+    except Exception as e:  # Ray raises several types for a missing or corrupt state
+        raise InputError(f"{run_dir}: cannot read the experiment state ({e})") from None
+    extra = _callback(cfg, run_dir).extra
+    tables = trial_tables(analysis.trials, list(cfg.search.hyperparameters), extra)
+    write_tables(run_dir, *tables)
+    return tables
+
+
+def _finish(cfg: RunConfig, run_dir: Path, storage: str, echo: Callable[[str], None]) -> None:
+    trials, _ = collect(run_dir)
+    echo(best_trials_text(cfg, trials))
+    echo(f"results: {run_dir / 'trials.parquet'}, {run_dir / 'epochs.parquet'}")
+    echo(f"study: sqlite:///{run_dir / STUDY_FILE} (optuna-dashboard opens it)")
+    echo(f"next: tickets pareto {run_dir} --objectives test_overall:max,remaining_params:min")
+
+
+def best_trials_text(cfg: RunConfig, trials, top: int = 5) -> str:
+    """The best finished trials by the first metric, with their allocation."""
+    metric, mode = cfg.search.metrics[0], cfg.search.modes[0]
+    if trials.empty or metric not in trials:
+        return "no finished trials"
+    done = trials[trials["status"] == "finished"].sort_values(metric, ascending=mode == "min")
+    counts = trials["status"].value_counts().to_dict()
+    lines = [f"trials: {', '.join(f'{k} {v}' for k, v in counts.items())}"]
+    for _, row in done.head(top).iterrows():
+        test = f", test {row['test_overall']:.2f}" if "test_overall" in row else ""
+        lines.append(f"  {row['trial_id']}: L {row['s_language']:.3f} / V {row['s_visual']:.3f} / "
+                     f"X {row['s_cross']:.3f} (s {row['s_overall']:.2f}): {metric} "
+                     f"{row[metric]:.2f}{test}")  # fmt: skip
+    return "\n".join(lines)

@@ -1,0 +1,73 @@
+"""`tickets search` / `results`: a real Ray Tune sweep with a real Optuna study (marked `ray`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from search.cli import app
+from tests.conftest import Bench
+
+pytestmark = pytest.mark.ray
+
+
+def sweep_config(bench: Bench, stage1: Path, out: Path, **search) -> Path:
+    raw = yaml.safe_load((bench.root / "prepare.yaml").read_text())
+    raw["pruning"] = {"output_dir": str(out / "unused"), "checkpoint": str(stage1 / "best"),
+                      "epochs": 2, "batch_size": 64, "lr": 0.05, "sparsity": 0.5,
+                      "recompute_every": 5}  # fmt: skip
+    raw["search"] = {"storage_path": str(out / "runs"), "name": "sweep", "searcher": "tpe",
+                     "num_samples": 4, "max_concurrent_trials": 2, "seed": 0,
+                     "resources": {"cpu": 1}, "snapshot_s": 1, **search}  # fmt: skip
+    path = out / "sweep.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_tpe_sweep_writes_parquet_and_a_persistent_study(
+    ray_session, tiny_bench: Bench, tiny_stage1: Path, tmp_path: Path
+) -> None:
+    config = sweep_config(tiny_bench, tiny_stage1, tmp_path,
+                          hyperparameters={"lr": {"type": "loguniform", "low": 0.01,
+                                                  "high": 0.1}})  # fmt: skip
+    result = CliRunner().invoke(app, ["search", str(config)])
+    assert result.exit_code == 0, result.output
+    run_dir = tmp_path / "runs" / "sweep"
+    trials = pd.read_parquet(run_dir / "trials.parquet")
+    epochs = pd.read_parquet(run_dir / "epochs.parquet")
+    assert len(trials) == 4 and trials["trial_id"].is_unique
+    assert (trials["status"] == "finished").all() and not trials["early_stopped"].any()
+    # Every proposal meets eq. 10 with the realised group sizes, within bounds.
+    sizes = {g: tiny_stage1_sizes(tiny_stage1)[g] for g in ("language", "visual", "cross")}
+    for _, row in trials.iterrows():
+        mean = sum(row[f"s_{g}"] * n for g, n in sizes.items()) / sum(sizes.values())
+        assert abs(mean - 0.5) < 1e-9
+        assert abs(row["realised_overall"] - 0.5) < 1e-3
+        assert 0.01 <= row["hp_lr"] <= 0.1
+        assert row["epochs"] == 2 and row["kept_epoch"] in (1, 2)
+        assert row["sel_overall"] >= 0 and row["test_overall"] >= 0
+    # The uniform allocation is evaluated first.
+    study = optuna.load_study(study_name="sweep", storage=f"sqlite:///{run_dir / 'study.db'}")
+    first = min(study.trials, key=lambda t: t.number)
+    uniform = trials.loc[(trials["s_language"] - 0.5).abs() < 1e-9]
+    assert len(uniform) >= 1 and first.params["u_language"] == pytest.approx(
+        uniform.iloc[0]["u_language"]
+    )
+    assert sorted(t.state.name for t in study.trials) == ["COMPLETE"] * 4
+    assert sorted(epochs.groupby("trial_id").size().tolist()) == [2, 2, 2, 2]
+    assert "results:" in result.output and "trials: finished 4" in result.output
+
+    again = CliRunner().invoke(app, ["results", str(run_dir)])
+    assert again.exit_code == 0, again.output
+    pd.testing.assert_frame_equal(pd.read_parquet(run_dir / "trials.parquet"), trials)
+
+
+def tiny_stage1_sizes(stage1: Path) -> dict[str, int]:
+    from search.tuner import model_sizes
+
+    return model_sizes(stage1 / "best")
