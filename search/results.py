@@ -77,6 +77,7 @@ def trial_tables(
         for key, value in result.items():
             if key.startswith(("realised_", "test_", "train_", "stage3_test")) or key in (
                 "remaining_params", "kept_epoch", "loss_stage2", "loss_stage3", "seed",
+                "resumed_from_epoch",
             ):  # fmt: skip
                 row[key] = value
         row.pop("train_loss", None)  # a per-epoch value, in epochs.parquet

@@ -66,8 +66,11 @@ def run_trial(config: dict[str, Any], base: dict[str, Any]) -> None:
     config_yaml = yaml.safe_dump({n: dumped[n] for n in blocks}, sort_keys=False)
     where = {"node": ray.get_runtime_context().get_node_id(), "hostname": socket.gethostname()}
     done = {"n": 0}
-    if (out / "metrics.json").is_file():
-        done["n"] = len(json.loads((out / "metrics.json").read_text()).get("history", []))
+    for path in (out / "metrics.json", out / "stage3" / "metrics.json"):
+        if path.is_file():
+            done["n"] += len(json.loads(path.read_text()).get("history", []))
+    # Epochs this run of the trial did not have to train: > 0 after a restart from a checkpoint.
+    where["resumed_from_epoch"] = done["n"]
 
     def on_epoch(record: dict, _: Path) -> None:
         done["n"] += 1

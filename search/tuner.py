@@ -102,8 +102,10 @@ def build_scheduler(cfg: RunConfig):
     if search.scheduler == "fifo":
         return FIFOScheduler()
     epochs = cfg.pruning.epochs + (cfg.stage3.epochs if cfg.stage3 is not None else 0)
+    # max_t one past the last epoch: ASHA stops a trial that reaches max_t, which would cut off
+    # the final report (test metrics, `trial_complete`) that follows the last epoch's.
     return ASHAScheduler(time_attr=TIME_ATTR, metric=search.metrics[0], mode=search.modes[0],
-                         max_t=epochs, grace_period=min(search.asha.grace_period, epochs),
+                         max_t=epochs + 1, grace_period=min(search.asha.grace_period, epochs),
                          reduction_factor=search.asha.reduction_factor)  # fmt: skip
 
 
@@ -144,8 +146,9 @@ def init_ray(cfg: RunConfig, address: str | None) -> None:
     if address:
         ray.init(address=address, log_to_driver=False)
     else:
-        ray.init(include_dashboard=cfg.search.dashboard, dashboard_host=cfg.search.dashboard_host,
-                 log_to_driver=False)  # fmt: skip
+        # "local": always a new runtime, never a stale one found in /tmp/ray.
+        ray.init(address="local", include_dashboard=cfg.search.dashboard,
+                 dashboard_host=cfg.search.dashboard_host, log_to_driver=False)  # fmt: skip
 
 
 def _storage(cfg: RunConfig) -> tuple[str, Path]:
@@ -176,13 +179,17 @@ def run_search(cfg: RunConfig, name: str | None, address: str | None,
     init_ray(cfg, address)
     os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = str(cfg.search.snapshot_s)
     search = cfg.search
+    searcher = build_searcher(cfg, sizes, run_dir)
+    # The grid ends the sweep itself (Searcher.FINISHED); num_samples only has to be large enough.
+    num_samples = searcher.max_trials() if search.searcher == "grid" else search.num_samples
     tuner = tune.Tuner(
         _trainable(cfg),
         tune_config=tune.TuneConfig(
-            search_alg=build_searcher(cfg, sizes, run_dir),
+            search_alg=searcher,
             scheduler=build_scheduler(cfg),
-            num_samples=search.num_samples,
+            num_samples=num_samples,
             max_concurrent_trials=search.max_concurrent_trials,
+            reuse_actors=True,
         ),
         run_config=tune.RunConfig(
             name=name,

@@ -71,3 +71,56 @@ def tiny_stage1_sizes(stage1: Path) -> dict[str, int]:
     from search.tuner import model_sizes
 
     return model_sizes(stage1 / "best")
+
+
+def test_asha_stops_trials_early_and_optuna_counts_them_pruned(
+    ray_session, tiny_bench: Bench, tiny_stage1: Path, tmp_path: Path
+) -> None:
+    config = sweep_config(tiny_bench, tiny_stage1, tmp_path, scheduler="asha", num_samples=6,
+                          max_concurrent_trials=1, asha={"grace_period": 1,
+                                                         "reduction_factor": 2})  # fmt: skip
+    result = CliRunner().invoke(app, ["search", str(config), "pruning.epochs=3"])
+    assert result.exit_code == 0, result.output
+    run_dir = tmp_path / "runs" / "sweep"
+    trials = pd.read_parquet(run_dir / "trials.parquet").set_index("trial_id")
+    stopped = trials[trials["early_stopped"]]
+    assert len(stopped) >= 1 and (trials["status"] == "finished").sum() >= 1
+    assert (stopped["status"] == "early_stopped").all() and (stopped["epochs"] < 3).all()
+    assert stopped["test_overall"].isna().all()  # no test metrics for an unfinished trial
+    assert stopped["sel_overall"].notna().all()
+    study = optuna.load_study(study_name="sweep", storage=f"sqlite:///{run_dir / 'study.db'}")
+    states = sorted(t.state.name for t in study.trials)
+    assert states.count("PRUNED") == len(stopped)
+    assert states.count("COMPLETE") == (trials["status"] == "finished").sum()
+
+
+def test_grid_sweep_runs_the_coarse_then_the_fine_pass(
+    ray_session, tiny_bench: Bench, tiny_stage1: Path, tmp_path: Path
+) -> None:
+    grid = {"coarse_step": 0.4, "fine_step": 0.2, "fine_radius": 0.2}
+    config = sweep_config(tiny_bench, tiny_stage1, tmp_path, searcher="grid", grid=grid)
+    result = CliRunner().invoke(app, ["search", str(config), "pruning.epochs=1"])
+    assert result.exit_code == 0, result.output
+    trials = pd.read_parquet(tmp_path / "runs" / "sweep" / "trials.parquet")
+    assert (trials["status"] == "finished").all()
+    points = {(round(r.s_language, 6), round(r.s_visual, 6)) for r in trials.itertuples()}
+    assert len(points) == len(trials)  # no point twice
+    coarse = {p for p in points if all(round(v / 0.2) % 2 == 1 for v in p)}
+    assert coarse and coarse < points  # a fine pass followed the coarse one
+
+
+def test_search_refuses_a_run_name_that_exists(
+    ray_session, tiny_bench: Bench, tiny_stage1: Path, tmp_path: Path
+) -> None:
+    config = sweep_config(tiny_bench, tiny_stage1, tmp_path)
+    (tmp_path / "runs" / "sweep").mkdir(parents=True)
+    (tmp_path / "runs" / "sweep" / "tickets.yaml").write_text("x: 1\n")
+    result = CliRunner().invoke(app, ["search", str(config)])
+    assert result.exit_code == 2
+    assert "a sweep of this name exists" in result.stderr
+    bad = CliRunner().invoke(app, ["search", str(config), "search.searcher=hyperband"])
+    assert bad.exit_code == 2 and "search.searcher" in bad.stderr
+    infeasible = CliRunner().invoke(app, ["search", str(config), "search.name=other",
+                                          "pruning.bounds=[0.6, 0.9]"])  # fmt: skip
+    assert infeasible.exit_code == 2 and "pruning" in infeasible.stderr
+    assert not (tmp_path / "runs" / "other").exists()
