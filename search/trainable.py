@@ -53,7 +53,11 @@ def run_trial(config: dict[str, Any], base: dict[str, Any]) -> None:
     """Ray Tune function trainable: `config` from the searcher, `base` shared by every trial."""
     raw = trial_run_config(base, config)
     cfg = validate_config(raw, "trial").resolved()
-    work = Path(tempfile.mkdtemp(prefix="tickets-trial-"))
+    # One fixed path per trial: the saved config names it, so a restart compares equal.
+    context = tune.get_context()
+    work = Path(tempfile.gettempdir()) / "tickets-trials" / context.get_experiment_name()
+    work /= context.get_trial_id()
+    shutil.rmtree(work, ignore_errors=True)  # a killed run's leftovers: the checkpoint decides
     out = work / "run"
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
