@@ -1,4 +1,4 @@
-"""`tickets demo`: the pipeline as far as it exists, on the embedded synthetic benchmark."""
+"""`tickets demo`: the whole pipeline on the embedded synthetic benchmark (CPU, minutes)."""
 
 from __future__ import annotations
 
@@ -9,17 +9,13 @@ import yaml
 
 from models.train import fit
 from search.config import apply_overrides, validate_config
+from search.pareto import pareto_report
+from search.tuner import CONFIG_FILE, collect, resume_search, run_search
 from vqa.atomic import atomic_path
 from vqa.baseline import format_report
 from vqa.cache import load_cache
 from vqa.prepare import prepare
 from vqa.synth import SynthSpec, generate
-
-LATER = """\
-Not built yet (open issues), in the order the demo will run them after stage 1:
-  tickets search     stage 2 on Ray Tune: ~12 TPE + ASHA trials of LMH mask training at s = 0.7
-  tickets results    trials.parquet / epochs.parquet
-  tickets pareto     the front and a ternary map of the allocation simplex"""
 
 
 def demo_config(out: Path) -> dict:
@@ -51,52 +47,115 @@ def demo_config(out: Path) -> dict:
             "lr": 5e-4,
             "eval_train": True,
         },  # fmt: skip
+        # Stage 2 of every search trial: LMH mask training of the stage-1 model at s = 0.7.
+        "pruning": {
+            "output_dir": str(out / "prune"),
+            "sparsity": 0.7,
+            "epochs": 6,
+            "batch_size": 64,
+            "lr": 1e-3,
+            "recompute_every": 10,
+            "loss": {"name": "lmh"},
+        },  # fmt: skip
+        "search": {
+            "storage_path": str(out / "runs"),
+            "name": "demo",
+            "searcher": "tpe",
+            "scheduler": "asha",
+            "num_samples": 12,
+            "max_concurrent_trials": 2,
+            "metric": "sel_overall",
+            "mode": "max",
+            "resources": {"cpu": 1},
+            "asha": {"grace_period": 2, "reduction_factor": 2},
+        },  # fmt: skip
     }
 
 
 def run_demo(out: Path, seed: int = 0, questions: int = 3000, overrides: list[str] | None = None,
              echo: Callable[[str], None] = print, progress: bool = False) -> dict:  # fmt: skip
-    """synth -> prepare -> report -> pretrain -> stage 1 under `out`; returns stage 1's metrics."""
+    """synth -> prepare -> report -> pretrain -> stage 1 -> search -> results -> pareto under
+    `out`; returns stage 1's metrics."""
     out = Path(out).resolve()
     raw = apply_overrides(demo_config(out), overrides or [])
     config = validate_config(raw, "tickets demo")
     config_path = out / "demo.yaml"
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(config_path) as tmp:
-        tmp.write_text("# tickets pretrain|finetune " + str(config_path) + "\n"
+        tmp.write_text("# tickets pretrain|finetune|search " + str(config_path) + "\n"
                        + yaml.safe_dump(raw, sort_keys=False))  # fmt: skip
 
-    echo(f"[1/5] synthesising a VQA-CP v2 style benchmark in {config.data.root}")
+    echo(f"[1/8] synthesising a VQA-CP v2 style benchmark in {config.data.root}")
     images = max(1200, (questions * 5) // 16 + 1)  # 8 questions per image at most
     meta = generate(SynthSpec(dataset="vqacp_v2", seed=seed, questions=questions, images=images),
                     config.data.root)  # fmt: skip
     echo("      " + ", ".join(f"{k} {v}" for k, v in meta["splits"].items()) + " questions")
 
-    echo(f"[2/5] preparing the cache {config.data.cache_dir}")
+    echo(f"[2/8] preparing the cache {config.data.cache_dir}")
     result = prepare(config.data, progress=progress)
     echo("      " + ("written" if result.written else "up to date, nothing to do"))
 
-    echo("[3/5] data report and the prior-only baseline")
+    echo("[3/8] data report and the prior-only baseline")
     echo(format_report(load_cache(result.cache_dir)))
 
-    echo(f"[4/5] pre-training a small LXMERT on the balanced split -> {config.model.checkpoint}")
+    echo(f"[4/8] pre-training a small LXMERT on the balanced split -> {config.model.checkpoint}")
     pre = fit("pretrain", config.data, config.model, None,
               config.pretrain, config.blocks_yaml("data", "pretrain"), progress=progress,
               log=lambda m: echo("      " + m))  # fmt: skip
     echo(f"      pre-trained: {_line(pre)}")
 
-    echo(f"[5/5] stage 1: fine-tuning with {config.objective.name} -> {config.finetune.output_dir}")
+    echo(f"[5/8] stage 1: fine-tuning with {config.objective.name} -> {config.finetune.output_dir}")
     stage1 = fit("finetune", config.data, config.model, config.objective, config.finetune,
                  config.blocks_yaml("data", "model", "objective", "finetune"), progress=progress,
                  log=lambda m: echo("      " + m))  # fmt: skip
     echo(f"      stage 1 ({config.objective.name}): {_line(stage1)}")
+    echo("      (ID: the training distribution; OOD: the VQA-CP style test split, where the")
+    echo("      planted question-type bias is inverted)")
+
+    search = config.search
+    run_dir = Path(search.resolved().storage_path) / search.name
+    echo(
+        f"[6/8] search: {search.num_samples} {search.searcher} + {search.scheduler} trials of "
+        f"{config.pruning.loss.name} mask training at s = {config.pruning.sparsity} -> {run_dir}"
+    )
+    if (run_dir / CONFIG_FILE).is_file():
+        resume_search(run_dir, None, echo=lambda m: echo("      " + m))
+    else:
+        run_search(config, None, None, echo=lambda m: echo("      " + m))
+
+    echo("[7/8] results")
+    trials, epochs = collect(run_dir)
+    echo(
+        f"      {run_dir / 'trials.parquet'} ({len(trials)} trials), "
+        f"{run_dir / 'epochs.parquet'} ({len(epochs)} trial-epochs)"
+    )
+
+    echo("[8/8] Pareto front of OOD accuracy against selection accuracy")
+    objectives = [("test_overall", "max"), ("sel_overall", "max")]
+    _, text, paths = pareto_report(run_dir, objectives, color="test_overall")
+    echo("\n".join("      " + line for line in text.splitlines()))
     echo("")
-    echo("ID is the accuracy on the training distribution, OOD on the VQA-CP style test split,")
-    echo("where the planted question-type bias is inverted.")
+    echo(_summary(trials, config.pruning.sparsity, stage1))
     echo(f"Config of every stage: {config_path}")
-    echo("")
-    echo(LATER)
+    echo("Plots: " + ", ".join(str(p) for p in paths if p.suffix == ".png"))
     return stage1
+
+
+def _summary(trials, s: float, stage1: dict) -> str:
+    """The best allocation against the uniform one and the full stage-1 model (OOD = test)."""
+    done = trials[trials["status"] == "finished"]
+    lines = [f"full stage-1 model (no pruning): OOD {stage1['test']['overall']:.1f}"]
+    uniform = done[((done["s_language"] - s).abs() < 1e-6) & ((done["s_visual"] - s).abs() < 1e-6)]
+    if len(uniform):
+        row = uniform.iloc[0]
+        lines.append(f"uniform allocation at s = {s}: selection {row['sel_overall']:.1f}, "
+                     f"OOD {row['test_overall']:.1f}")  # fmt: skip
+    if len(done):
+        row = done.sort_values("sel_overall", ascending=False).iloc[0]
+        lines.append(f"best allocation (by selection): language {row['s_language']:.2f}, visual "
+                     f"{row['s_visual']:.2f}, cross {row['s_cross']:.2f}: selection "
+                     f"{row['sel_overall']:.1f}, OOD {row['test_overall']:.1f}")  # fmt: skip
+    return "\n".join(lines)
 
 
 def _line(metrics: dict) -> str:

@@ -37,6 +37,12 @@ def _error(trial: Any) -> str | None:
     return lines[-1][:500] if lines else "error"
 
 
+def _order(trial: Any) -> tuple[int, str]:
+    """Creation order: Ray's experiment tag starts with the trial's running number."""
+    head = str(getattr(trial, "experiment_tag", "") or "").split("_", 1)[0]
+    return (int(head) if head.isdigit() else 1 << 30, trial.trial_id)
+
+
 def _flat(prefix: str, metrics: dict[str, Any]) -> dict[str, float]:
     return {f"{prefix}_{k}": float(v) for k, v in metrics.items() if isinstance(v, int | float)}
 
@@ -52,7 +58,7 @@ def trial_tables(
     """(trials, epochs) DataFrames: one row per trial, one per trial and epoch. `extra` holds
     columns shared by every trial (e.g. `loss_stage1`)."""
     rows, epoch_rows = [], []
-    for trial in trials:
+    for trial in sorted(trials, key=_order):
         config, result = trial.config or {}, trial.last_result or {}
         status = _status(trial)
         history = _history(result, "history_json")

@@ -25,6 +25,7 @@ from transformers import LxmertConfig, LxmertModel
 from models.structure import group_sizes
 from models.vqa_model import check_model_dir
 from search.config import RunConfig, dump_config, load_config
+from search.pareto import pareto_report
 from search.results import ResultsCallback, trial_tables, write_tables
 from search.space import make_space, uniform_points
 from search.trainable import TIME_ATTR, run_trial
@@ -249,7 +250,16 @@ def _finish(cfg: RunConfig, run_dir: Path, storage: str, echo: Callable[[str], N
     echo(best_trials_text(cfg, trials))
     echo(f"results: {run_dir / 'trials.parquet'}, {run_dir / 'epochs.parquet'}")
     echo(f"study: sqlite:///{run_dir / STUDY_FILE} (optuna-dashboard opens it)")
-    echo(f"next: tickets pareto {run_dir} --objectives test_overall:max,remaining_params:min")
+    objectives = [(cfg.search.metrics[0], cfg.search.modes[0])]
+    objectives += [("test_overall", "max")] if objectives[0][0] != "test_overall" else []
+    objectives += [("remaining_params", "min")] if len(_budgets(cfg)) > 1 else []
+    try:
+        _, _, paths = pareto_report(run_dir, objectives)
+        echo("plots: " + ", ".join(str(p) for p in paths if p.suffix == ".png"))
+    except InputError as e:  # e.g. no trial finished: the sweep's results still stand
+        echo(f"no plots: {e}")
+    spec = ",".join(f"{c}:{m}" for c, m in objectives)
+    echo(f"more: tickets pareto {run_dir} --objectives {spec}")
 
 
 def best_trials_text(cfg: RunConfig, trials, top: int = 5) -> str:

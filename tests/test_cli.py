@@ -7,6 +7,8 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import pytest
 from typer.testing import CliRunner
 
 from search.cli import app
@@ -16,13 +18,15 @@ from vqa.features import load_feature_store
 runner = CliRunner()
 
 
-def test_demo_runs_synth_prepare_report_pretrain_finetune(tmp_path: Path) -> None:
+@pytest.mark.ray
+def test_demo_runs_the_whole_pipeline(ray_session, tmp_path: Path) -> None:
     args = ["demo", "--out", str(tmp_path / "demo"), "--questions", "800",
-            "pretrain.epochs=1", "finetune.epochs=1"]  # fmt: skip
+            "pretrain.epochs=1", "finetune.epochs=1", "pruning.epochs=2", "search.num_samples=3",
+            "search.asha.grace_period=1"]  # fmt: skip
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     out = result.output
-    assert "prior-only baseline" in out and "Not built yet" in out
+    assert "prior-only baseline" in out
     row = {m[0]: float(m[1]) for m in re.findall(r"^(train|test)\s+([\d.]+)", out, re.M)}
     assert row["train"] - row["test"] >= 40
     assert re.search(r"stage 1 \(lpf\): ID [\d.]+, OOD [\d.]+, dev [\d.]+", out)
@@ -30,9 +34,19 @@ def test_demo_runs_synth_prepare_report_pretrain_finetune(tmp_path: Path) -> Non
     assert config.finetune.epochs == 1 and config.objective.name == "lpf"
     assert (config.data.cache_dir / "manifest.json").is_file()
     assert (tmp_path / "demo" / "finetune" / "best" / "model.safetensors").is_file()
+    run_dir = tmp_path / "demo" / "runs" / "demo"
+    trials = pd.read_parquet(run_dir / "trials.parquet")
+    assert len(trials) == 3 and trials["trial_id"].is_unique
+    assert "full stage-1 model (no pruning): OOD" in out
+    assert re.search(r"uniform allocation at s = 0.7: selection [\d.]+, OOD [\d.]+", out)
+    assert re.search(r"best allocation \(by selection\): language [\d.]+", out)
+    for name in ("pareto.png", "ternary_test_overall.png", "epochs.parquet"):
+        assert (run_dir / name).is_file() and str(run_dir / name) in out, name
     # Run again: every stage is found complete and nothing is redone.
     again = runner.invoke(app, args)
-    assert again.exit_code == 0 and again.output.count("already complete") == 2
+    assert again.exit_code == 0, again.output
+    assert again.output.count("already complete") == 2
+    pd.testing.assert_frame_equal(pd.read_parquet(run_dir / "trials.parquet"), trials)
 
 
 def test_synth_prepare_report_with_override(tmp_path: Path) -> None:
@@ -100,3 +114,17 @@ def test_configs_demo_yaml_matches_what_the_demo_runs() -> None:
         assert shipped[block] == built[block], block
     for key in ("dataset", "num_boxes", "feature_dim", "tokenizer", "min_answer_count"):
         assert shipped["data"][key] == built["data"][key], key
+
+
+@pytest.mark.parametrize(
+    "path", sorted((Path(__file__).parent.parent / "configs").rglob("*.yaml")), ids=str
+)
+def test_every_shipped_config_validates(path: Path) -> None:
+    from search.config import load_config
+
+    cfg = load_config(path)
+    first = path.read_text().splitlines()[0]
+    assert first.startswith("# tickets "), first  # each opens with the command that runs it
+    if cfg.search is not None:
+        assert cfg.pruning is not None and cfg.finetune is not None
+        assert cfg.pruning.epochs == 20 or path.name == "demo.yaml"
