@@ -60,10 +60,24 @@ class GridConfig(BaseModel):
     fine_radius: float | None = Field(None, gt=0, lt=1)
 
 
+class FaultInjection(BaseModel):
+    """For testing a cluster's fault handling: every trial fails after its `epoch`-th reported
+    epoch, by raising (`raise`) or by its process exiting (`exit`), on its first `times`
+    attempts."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epoch: int = Field(ge=1)
+    kind: Literal["raise", "exit"] = "raise"
+    times: int = Field(1, ge=1)
+
+
 class FailureConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     max_retries: int = Field(0, ge=0)
+    """Retries of a failing trial, each from its last checkpoint."""
+    inject: FaultInjection | None = None
 
 
 class SearchConfig(BaseModel):

@@ -9,6 +9,7 @@ carries `trial_complete` and the kept mask's test metrics.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import tempfile
@@ -41,6 +42,7 @@ def trial_run_config(base: dict[str, Any], config: dict[str, Any]) -> dict[str, 
                 node = node.setdefault(part, {})
             node[leaf] = config[name]
     raw.pop("hyperparameters", None)
+    raw.pop("inject", None)
     return raw
 
 
@@ -85,6 +87,8 @@ def run_trial(config: dict[str, Any], base: dict[str, Any]) -> None:
                   **flat("sel", record["selection"]), **where,
                   **histories(out)}  # fmt: skip
         tune.report(report, checkpoint=tune.Checkpoint.from_directory(str(out)))
+        if "inject" in base:
+            inject_fault(base["inject"], context.get_trial_id(), done["n"])
 
     try:
         metrics = prune(cfg.data, cfg.pruning, cfg.stage3, config_yaml, on_epoch=on_epoch,
@@ -94,6 +98,22 @@ def run_trial(config: dict[str, Any], base: dict[str, Any]) -> None:
         tune.report(final, checkpoint=tune.Checkpoint.from_directory(str(out)))
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def inject_fault(inject: dict[str, Any], trial_id: str, epochs_done: int) -> None:
+    """`search.failure.inject`: fail this trial at its first epoch from `inject["epoch"]` on,
+    on each of its first `inject["times"]` attempts (counted in a ledger beside the run)."""
+    if epochs_done < inject["epoch"]:
+        return
+    ledger = Path(inject["ledger"]) / trial_id
+    ledger.mkdir(parents=True, exist_ok=True)
+    attempt = len(list(ledger.iterdir())) + 1
+    if attempt > inject["times"]:
+        return
+    (ledger / f"attempt-{attempt}").touch()
+    if inject["kind"] == "exit":
+        os._exit(3)  # the trial's process dies without cleaning up, as on a crash or OOM kill
+    raise RuntimeError(f"injected fault at epoch {epochs_done} (attempt {attempt})")
 
 
 def histories(out: Path) -> dict[str, str]:

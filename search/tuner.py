@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import pandas as pd
 import ray
 import torch
 from ray import tune
@@ -117,6 +118,9 @@ def _base(cfg: RunConfig) -> dict[str, Any]:
             "hyperparameters": list(cfg.search.hyperparameters)}  # fmt: skip
     if cfg.stage3 is not None:
         base["stage3"] = dumped["stage3"]
+    if cfg.search.failure.inject is not None:
+        base["inject"] = dumped["search"]["failure"]["inject"]
+        base["inject"]["ledger"] = str(_storage(cfg)[1] / cfg.search.name / "faults")
     return base
 
 
@@ -240,9 +244,35 @@ def collect(run_dir: Path) -> tuple[Any, Any]:
     except Exception as e:  # Ray raises several types for a missing or corrupt state
         raise InputError(f"{run_dir}: cannot read the experiment state ({e})") from None
     extra = _callback(cfg, run_dir).extra
-    tables = trial_tables(analysis.trials, list(cfg.search.hyperparameters), extra)
-    write_tables(run_dir, *tables)
-    return tables
+    trials, epochs = trial_tables(analysis.trials, list(cfg.search.hyperparameters), extra)
+    trials, epochs = _keep_terminal_rows(run_dir, trials, epochs)
+    write_tables(run_dir, trials, epochs)
+    return trials, epochs
+
+
+TERMINAL = ("finished", "early_stopped", "error")
+
+
+def _keep_terminal_rows(run_dir: Path, trials, epochs):
+    """Prefer the rows the results callback wrote from Ray's live trials where they are final
+    and the experiment snapshot still says running or pending: Ray 2.60 can leave a trial that
+    failed its last retry as RUNNING in the last snapshot."""
+    path = run_dir / "trials.parquet"
+    if not path.is_file() or trials.empty:
+        return trials, epochs
+    old = pd.read_parquet(path)
+    stale = trials[~trials["status"].isin(TERMINAL)]["trial_id"]
+    final = old[old["trial_id"].isin(stale) & old["status"].isin(TERMINAL)]
+    if final.empty:
+        return trials, epochs
+    keep = trials.set_index("trial_id")
+    merged = pd.concat([keep.drop(index=final["trial_id"]), final.set_index("trial_id")])
+    merged = merged.loc[keep.index].reset_index()
+    old_epochs = pd.read_parquet(run_dir / "epochs.parquet")
+    fixed = old_epochs[old_epochs["trial_id"].isin(final["trial_id"])]
+    epochs = pd.concat([epochs[~epochs["trial_id"].isin(final["trial_id"])], fixed],
+                       ignore_index=True)  # fmt: skip
+    return merged, epochs
 
 
 def _finish(cfg: RunConfig, run_dir: Path, storage: str, echo: Callable[[str], None]) -> None:
