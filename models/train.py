@@ -155,31 +155,9 @@ def fit(
         )
         log(f"resuming {out} after epoch {start_epoch}")
 
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     for epoch in range(start_epoch, train_cfg.epochs):
-        model.train()
-        objective.train()
-        order = np.random.default_rng([train_cfg.seed, epoch]).permutation(len(split))
-        losses = []
-        bar = tqdm(range(steps_per_epoch), desc=f"{stage} epoch {epoch + 1}/{train_cfg.epochs}",
-                   disable=not progress, leave=False)  # fmt: skip
-        for i in bar:
-            rows = order[i * train_cfg.batch_size : (i + 1) * train_cfg.batch_size]
-            batch = data.make_batch(split, rows).to(device)
-            with autocast:
-                logits, pooled = model(
-                    batch.input_ids, batch.attention_mask, batch.visual_feats, batch.visual_pos
-                )
-            loss = objective(logits.float(), batch.targets, batch.prior, pooled.float())
-            if not torch.isfinite(loss):
-                raise RuntimeError(f"{stage}: non-finite loss at epoch {epoch + 1}, step {i + 1}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, train_cfg.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            losses.append(loss.item())
-            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        losses = train_epoch(stage, model, objective, params, optimizer, scheduler, data, split,
+                             train_cfg, epoch, device, progress)  # fmt: skip
         selection = evaluate_split(model, data, data.selection_split, device,
                                    train_cfg.eval_batch_size)  # fmt: skip
         history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)),
@@ -195,6 +173,43 @@ def fit(
         write_json(out / "metrics.json", {"stage": stage, "complete": False, "history": history})
 
     return _finish(stage, out, model, data, device, train_cfg, tokenizer, config_yaml, history)
+
+
+def train_epoch(name: str, model: VQAModel, objective, params: list, optimizer, scheduler,
+                data: PreparedData, split, cfg: TrainConfig, epoch: int, device: torch.device,
+                progress: bool = False,
+                after_step: Callable[[], None] | None = None) -> list[float]:  # fmt: skip
+    """One epoch over `split` in the seeded order of (cfg.seed, epoch): AdamW steps on `params`
+    with gradient clipping, bf16 autocast on CUDA; returns the batch losses. A non-finite loss
+    stops the run (RuntimeError). `after_step` runs after every optimiser step."""
+    model.train()
+    objective.train()
+    order = np.random.default_rng([cfg.seed, epoch]).permutation(len(split))
+    steps = math.ceil(len(split) / cfg.batch_size)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    losses: list[float] = []
+    bar = tqdm(range(steps), desc=f"{name} epoch {epoch + 1}/{cfg.epochs}",
+               disable=not progress, leave=False)  # fmt: skip
+    for i in bar:
+        rows = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
+        batch = data.make_batch(split, rows).to(device)
+        with autocast:
+            logits, pooled = model(
+                batch.input_ids, batch.attention_mask, batch.visual_feats, batch.visual_pos
+            )
+        loss = objective(logits.float(), batch.targets, batch.prior, pooled.float())
+        if not torch.isfinite(loss):
+            raise RuntimeError(f"{name}: non-finite loss at epoch {epoch + 1}, step {i + 1}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        if after_step is not None:
+            after_step()
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{losses[-1]:.4f}")
+    return losses
 
 
 def _finish(stage, out: Path, model: VQAModel, data: PreparedData, device, train_cfg,

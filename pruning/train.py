@@ -27,7 +27,6 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from tqdm.auto import tqdm
 
 from models.config import TrainConfig
 from models.evaluate import evaluate_split
@@ -39,6 +38,7 @@ from models.train import (
     load_checkpoint_model,
     load_data,
     test_splits,
+    train_epoch,
 )
 from models.vqa_model import HEAD_FILE, VQAModel, load_backbone, pick_device
 from pruning.config import PruneConfig, Stage3Config
@@ -236,37 +236,19 @@ def _run_phase(name: str, model: VQAModel, objective: Objective, params: list[nn
         if recompute_every is not None:
             recompute_masks(model)
         log(f"resuming {out} after epoch {start_epoch}")
-    step = start_epoch * steps_per_epoch
     previous = _mask_bits(model) if recompute_every is not None else None
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    counter = {"step": start_epoch * steps_per_epoch}
+
+    def after_step() -> None:
+        counter["step"] += 1
+        if recompute_every is not None and counter["step"] % recompute_every == 0:
+            recompute_masks(model)
+
     for epoch in range(start_epoch, cfg.epochs):
         started = time.perf_counter()
-        model.train()
-        objective.train()
-        order = np.random.default_rng([cfg.seed, epoch]).permutation(len(split))
-        losses = []
-        bar = tqdm(range(steps_per_epoch), desc=f"{name} epoch {epoch + 1}/{cfg.epochs}",
-                   disable=not progress, leave=False)  # fmt: skip
-        for i in bar:
-            rows = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
-            batch = data.make_batch(split, rows).to(device)
-            with autocast:
-                logits, pooled = model(
-                    batch.input_ids, batch.attention_mask, batch.visual_feats, batch.visual_pos
-                )
-            loss = objective(logits.float(), batch.targets, batch.prior, pooled.float())
-            if not torch.isfinite(loss):
-                raise RuntimeError(f"{name}: non-finite loss at epoch {epoch + 1}, step {i + 1}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            step += 1
-            if recompute_every is not None and step % recompute_every == 0:
-                recompute_masks(model)
-            losses.append(loss.item())
-            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        losses = train_epoch(name, model, objective, params, optimizer, scheduler, data, split,
+                             cfg, epoch, device, progress, after_step)  # fmt: skip
+        step = counter["step"]
         record: dict = {"stage": name, "epoch": epoch + 1, "train_loss": float(np.mean(losses)),
                         "lr": scheduler.get_last_lr()[0], "steps": step}  # fmt: skip
         if recompute_every is not None:
