@@ -145,6 +145,9 @@ def _callback(cfg: RunConfig, run_dir: Path) -> ResultsCallback:
 
 def init_ray(cfg: RunConfig, address: str | None) -> None:
     """Join `address`, or start a local runtime with the dashboard off (or on 127.0.0.1)."""
+    # num_to_keep=1 forces a snapshot after every checkpoint, which is what a resume wants;
+    # Tune would warn about it on every epoch.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
