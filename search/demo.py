@@ -145,11 +145,15 @@ def _summary(trials, s: float, stage1: dict) -> str:
     """The best allocation against the uniform one and the full stage-1 model (OOD = test)."""
     done = trials[trials["status"] == "finished"]
     lines = [f"full stage-1 model (no pruning): OOD {stage1['test']['overall']:.1f}"]
-    uniform = done[((done["s_language"] - s).abs() < 1e-6) & ((done["s_visual"] - s).abs() < 1e-6)]
-    if len(uniform):
-        row = uniform.iloc[0]
-        lines.append(f"uniform allocation at s = {s}: selection {row['sel_overall']:.1f}, "
-                     f"OOD {row['test_overall']:.1f}")  # fmt: skip
+    near = ((trials["s_language"] - s).abs() < 1e-6) & ((trials["s_visual"] - s).abs() < 1e-6)
+    if near.any():
+        row = trials[near].iloc[0]
+        if row["status"] == "finished":
+            result = f"selection {row['sel_overall']:.1f}, OOD {row['test_overall']:.1f}"
+        else:  # ASHA stopped it: no test metrics, only its best selection accuracy so far
+            result = (f"selection {row['sel_overall']:.1f} after {row['epochs']} epochs, "
+                      f"{row['status'].replace('_', ' ')} (no test metrics)")  # fmt: skip
+        lines.append(f"uniform allocation at s = {s}: {result}")
     if len(done):
         row = done.sort_values("sel_overall", ascending=False).iloc[0]
         lines.append(f"best allocation (by selection): language {row['s_language']:.2f}, visual "
