@@ -261,35 +261,57 @@ def _save_last(path: Path, model, objective, optimizer, scheduler, tokenizer, da
                epoch: int, history: list[dict], best: float) -> None:  # fmt: skip
     with atomic_dir(path) as tmp:
         save_model_dir(model, data.answers, tokenizer, config_yaml, tmp)
-        obj_state = {k: v.detach().cpu().contiguous() for k, v in objective.state_dict().items()}
-        if obj_state:
-            save_file(obj_state, str(tmp / "objective.safetensors"))
-        torch.save(
-            {
-                "epoch": epoch,
-                "best": best,
-                "history_json": json.dumps(history),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "torch_rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            },
-            tmp / "state.pt",
-        )
+        save_training_state(tmp, objective, optimizer, scheduler, epoch, history, best)
 
 
-def _resume(path: Path, model, objective, optimizer, scheduler,
-            answers: list[str]) -> tuple[int, list[dict], float]:  # fmt: skip
+def save_training_state(directory: Path, objective, optimizer, scheduler, epoch: int,
+                        history: list[dict], best: float) -> None:  # fmt: skip
+    """`objective.safetensors` (the loss's own parameters, if any) and `state.pt` (epoch, best
+    selection accuracy, history, optimiser, scheduler, RNG) into `directory`."""
+    obj_state = {k: v.detach().cpu().contiguous() for k, v in objective.state_dict().items()}
+    if obj_state:
+        save_file(obj_state, str(directory / "objective.safetensors"))
+    torch.save(
+        {
+            "epoch": epoch,
+            "best": best,
+            "history_json": json.dumps(history),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        },
+        directory / "state.pt",
+    )
+
+
+def read_training_state(directory: Path) -> dict:
+    """`state.pt`, read without unpickling anything; a one-line `InputError` if unreadable."""
     try:
-        state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
+        return torch.load(directory / "state.pt", map_location="cpu", weights_only=True)
     except Exception as e:  # a truncated or foreign file: say which, never unpickle
-        raise InputError(f"{path / 'state.pt'}: unreadable training state ({e})") from None
-    restore_model(model, path, answers)
-    if (path / "objective.safetensors").is_file():
-        objective.load_state_dict(load_file(str(path / "objective.safetensors")))
+        raise InputError(f"{directory / 'state.pt'}: unreadable training state ({e})") from None
+
+
+def apply_training_state(state: dict, directory: Path, objective, optimizer,
+                         scheduler) -> tuple[int, list[dict], float]:  # fmt: skip
+    """Restore what `save_training_state` wrote; returns (epoch, history, best)."""
+    objective_file = directory / "objective.safetensors"
+    if objective_file.is_file():
+        try:
+            objective.load_state_dict(load_file(str(objective_file)))
+        except Exception as e:  # safetensors and torch raise several types for a bad file
+            raise InputError(f"{objective_file}: unreadable or does not fit ({e})") from None
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["torch_rng"])
     if state["cuda_rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda_rng"])
     return int(state["epoch"]), json.loads(state["history_json"]), float(state["best"])
+
+
+def _resume(path: Path, model, objective, optimizer, scheduler,
+            answers: list[str]) -> tuple[int, list[dict], float]:  # fmt: skip
+    state = read_training_state(path)
+    restore_model(model, path, answers)
+    return apply_training_state(state, path, objective, optimizer, scheduler)

@@ -33,10 +33,13 @@ from models.evaluate import evaluate_split
 from models.objectives import Objective, build_objective
 from models.structure import find_lxmert, group_sizes
 from models.train import (
+    apply_training_state,
     check_output_dir,
     linear_schedule,
     load_checkpoint_model,
     load_data,
+    read_training_state,
+    save_training_state,
     test_splits,
     train_epoch,
 )
@@ -329,34 +332,10 @@ def _save_last(path: Path, model, objective, optimizer, scheduler, epoch: int,
                history: list[dict], best: float) -> None:  # fmt: skip
     with atomic_dir(path) as tmp:
         _save_trainable(model, tmp / TRAINABLE_FILE)
-        obj_state = {k: v.detach().cpu().contiguous() for k, v in objective.state_dict().items()}
-        if obj_state:
-            save_file(obj_state, str(tmp / "objective.safetensors"))
-        torch.save(
-            {
-                "epoch": epoch,
-                "best": best,
-                "history_json": json.dumps(history),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "torch_rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            },
-            tmp / "state.pt",
-        )
+        save_training_state(tmp, objective, optimizer, scheduler, epoch, history, best)
 
 
 def _resume(path: Path, model, objective, optimizer, scheduler) -> tuple[int, list[dict], float]:
-    try:
-        state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
-    except Exception as e:  # a truncated or foreign file: say which, never unpickle
-        raise InputError(f"{path / 'state.pt'}: unreadable training state ({e})") from None
+    state = read_training_state(path)
     _load_trainable(model, path / TRAINABLE_FILE)
-    if (path / "objective.safetensors").is_file():
-        _load_tensors(objective, path / "objective.safetensors")
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["torch_rng"])
-    if state["cuda_rng"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda_rng"])
-    return int(state["epoch"]), json.loads(state["history_json"]), float(state["best"])
+    return apply_training_state(state, path, objective, optimizer, scheduler)
