@@ -119,21 +119,15 @@ def fit(
         raise ValueError("stage 1 needs an objective")
     train_cfg, model_cfg = train_cfg.resolved(), model_cfg.resolved()
     out = train_cfg.output_dir
-    check_output_dir(out, config_yaml)
-    done = out / "metrics.json"
-    if done.is_file() and json.loads(done.read_text()).get("complete"):
-        log(f"{out}: already complete, nothing to do")
-        return json.loads(done.read_text())
+    finished = finished_run(out, config_yaml, log)
+    if finished is not None:
+        return finished
 
     data = load_data(data_cfg)
     device = pick_device(model_cfg.device)
     torch.manual_seed(train_cfg.seed)
     model, tokenizer = build_model(stage, model_cfg, train_cfg, data)
-    # Written only once the inputs are known good: a refused run leaves nothing behind.
-    if not (out / "config.yaml").is_file():
-        out.mkdir(parents=True, exist_ok=True)
-        with atomic_path(out / "config.yaml") as tmp:
-            tmp.write_text(config_yaml)
+    record_config(out, config_yaml)  # only once the inputs are known good
     objective = build_objective(objective_cfg, model.backbone.config.hidden_size)
     model.to(device)
     objective.to(device)
@@ -242,6 +236,26 @@ def _finish(stage, out: Path, model: VQAModel, data: PreparedData, device, train
 
 def test_splits(data: PreparedData) -> list[str]:
     return [s for s in ("test", "test_full") if s in data.split_names]
+
+
+def finished_run(out: Path, config_yaml: str, log: Callable[[str], None]) -> dict | None:
+    """The metrics of a complete run in `out` (after refusing a directory holding another run,
+    see `check_output_dir`), or None when there is something left to do."""
+    check_output_dir(out, config_yaml)
+    done = out / "metrics.json"
+    if done.is_file() and json.loads(done.read_text()).get("complete"):
+        log(f"{out}: already complete, nothing to do")
+        return json.loads(done.read_text())
+    return None
+
+
+def record_config(out: Path, config_yaml: str) -> None:
+    """Write `out/config.yaml` once; callers do it only after their inputs loaded, so a refused
+    run leaves nothing behind."""
+    if not (out / "config.yaml").is_file():
+        out.mkdir(parents=True, exist_ok=True)
+        with atomic_path(out / "config.yaml") as tmp:
+            tmp.write_text(config_yaml)
 
 
 def check_output_dir(out: Path, config_yaml: str) -> None:

@@ -34,11 +34,12 @@ from models.objectives import Objective, build_objective
 from models.structure import find_lxmert, group_sizes
 from models.train import (
     apply_training_state,
-    check_output_dir,
+    finished_run,
     linear_schedule,
     load_checkpoint_model,
     load_data,
     read_training_state,
+    record_config,
     save_training_state,
     test_splits,
     train_epoch,
@@ -47,7 +48,7 @@ from models.vqa_model import HEAD_FILE, VQAModel, load_backbone, pick_device
 from pruning.config import PruneConfig, Stage3Config
 from pruning.export import load_masks, named_score_masks, save_masks
 from pruning.masks import apply_masks, mask_parameters, recompute_masks, sparsity_report
-from vqa.atomic import atomic_dir, atomic_path, write_json
+from vqa.atomic import atomic_dir, write_json
 from vqa.cache import PreparedData
 from vqa.config import DataConfig
 from vqa.errors import InputError
@@ -76,11 +77,10 @@ def prune(
     `data` is the loaded cache when the caller has it; `device` as `model.device`."""
     prune_cfg = prune_cfg.resolved()
     out = prune_cfg.output_dir
-    check_output_dir(out, config_yaml)
+    finished = finished_run(out, config_yaml, log)
+    if finished is not None:
+        return finished
     done = out / "metrics.json"
-    if done.is_file() and json.loads(done.read_text()).get("complete"):
-        log(f"{out}: already complete, nothing to do")
-        return json.loads(done.read_text())
     if prune_cfg.checkpoint is None:
         raise InputError("pruning.checkpoint: required (a stage-1 model directory)")
 
@@ -92,10 +92,7 @@ def prune(
     )
     requested = prune_cfg.sparsities(group_sizes(model))
     apply_masks(model, requested, prune_cfg.mode, prune_cfg.alpha, prune_cfg.phi)
-    if not (out / "config.yaml").is_file():
-        out.mkdir(parents=True, exist_ok=True)
-        with atomic_path(out / "config.yaml") as tmp:
-            tmp.write_text(config_yaml)
+    record_config(out, config_yaml)  # only once the inputs are known good
     model.to(device)
 
     objective = build_objective(prune_cfg.loss, model.backbone.config.hidden_size).to(device)
