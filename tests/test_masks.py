@@ -313,3 +313,74 @@ def test_bad_requests_fail() -> None:
     apply_masks(model, TRIPLE)
     with pytest.raises(ValueError, match="already has masks"):
         apply_masks(model, TRIPLE)
+
+
+def _effective_weights_match(model: VQAModel) -> int:
+    """Assert every masked weight the model computes equals W ⊙ m built now; returns how many."""
+    count = 0
+    for module in model.modules():
+        if parametrize.is_parametrized(module, "weight"):
+            p = module.parametrizations.weight[0]
+            original = module.parametrizations.weight.original
+            assert torch.equal(module.weight, original * p.mask)
+            count += 1
+    return count
+
+
+def test_the_cached_masked_weight_follows_every_change_of_weight_or_mask() -> None:
+    """W ⊙ m is cached between forwards; every way the project (or a user) changes W or m must
+    show in the next forward: an optimiser step on W (stage 3), a threshold recomputation, a
+    loaded state dict, a dtype move, and `.data` writes followed by `invalidate()`."""
+    model = tiny_model()
+    apply_masks(model, TRIPLE, mode="modality")
+    x = batch()
+    assert _effective_weights_match(model) > 0
+    # Stage 3: the weights train with the mask fixed.
+    weights = [m.parametrizations.weight.original for m in model.modules()
+               if parametrize.is_parametrized(m, "weight")]  # fmt: skip
+    for w in weights:
+        w.requires_grad_(True)
+    optimizer = torch.optim.AdamW(weights, lr=0.1)
+    model(**x)[0].square().sum().backward()
+    optimizer.step()
+    _effective_weights_match(model)
+    # New scores, recomputed masks.
+    with torch.no_grad():
+        for s in mask_parameters(model):
+            s.copy_(torch.randn_like(s))
+    recompute_masks(model)
+    _effective_weights_match(model)
+    # A state dict from another model.
+    other = tiny_model(seed=5)
+    apply_masks(other, TRIPLE, mode="modality")
+    model.load_state_dict(other.state_dict())
+    _effective_weights_match(model)
+    assert torch.equal(model(**x)[0], other(**x)[0])
+    # A dtype move replaces every tensor's storage.
+    model.double()
+    _effective_weights_match(model)
+    # `.data` writes escape the version counter: invalidate says so.
+    for w in weights:
+        w.data.mul_(2.0)
+    for module in model.modules():
+        if parametrize.is_parametrized(module, "weight"):
+            module.parametrizations.weight[0].invalidate()
+    _effective_weights_match(model)
+
+
+def test_selection_binarisation_equals_a_stable_sort_with_ties() -> None:
+    """The k-th-smallest selection prunes exactly the positions a stable argsort would: the
+    `count` lowest scores, ties at the threshold by lower flat index first."""
+    from pruning.masks import _lowest_positions, _mask_with_count
+
+    g = torch.Generator().manual_seed(0)
+    for trial in range(50):
+        n = int(torch.randint(1, 400, (1,), generator=g))
+        # Few distinct values: heavy ties, as magnitude init produces.
+        scores = torch.randint(0, 1 + trial % 5, (n,), generator=g).float()
+        if trial % 2:
+            scores = torch.randn(n, generator=g)
+        count = int(torch.randint(0, n + 1, (1,), generator=g))
+        expected = torch.ones(n)
+        expected[_lowest_positions(scores, count)] = 0
+        assert torch.equal(_mask_with_count(scores, count), expected), (trial, n, count)
