@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from models.train import fit
-from search.config import apply_overrides, validate_config
+from search.config import RunConfig, apply_overrides, validate_config
 from search.pareto import pareto_report
 from search.tuner import CONFIG_FILE, collect, resume_search, run_search
 from vqa.atomic import atomic_path
@@ -72,10 +72,11 @@ def demo_config(out: Path) -> dict:
     }
 
 
-def run_demo(out: Path, seed: int = 0, questions: int = 3000, overrides: list[str] | None = None,
-             echo: Callable[[str], None] = print, progress: bool = False) -> dict:  # fmt: skip
-    """synth -> prepare -> report -> pretrain -> stage 1 -> search -> results -> pareto under
-    `out`; returns stage 1's metrics."""
+def build_stage1(out: Path, seed: int = 0, questions: int = 3000,
+                 overrides: list[str] | None = None, echo: Callable[[str], None] = print,
+                 progress: bool = False) -> tuple[RunConfig, Path, dict]:  # fmt: skip
+    """The demo's steps 1-5 under `out` (synth -> prepare -> report -> pretrain -> stage 1);
+    returns (the validated config, where it was saved, stage 1's metrics)."""
     out = Path(out).resolve()
     raw = apply_overrides(demo_config(out), overrides or [])
     config = validate_config(raw, "tickets demo")
@@ -111,6 +112,14 @@ def run_demo(out: Path, seed: int = 0, questions: int = 3000, overrides: list[st
     echo(f"      stage 1 ({config.objective.name}): {_line(stage1)}")
     echo("      (ID: the training distribution; OOD: the VQA-CP style test split, where the")
     echo("      planted question-type bias is inverted)")
+    return config, config_path, stage1
+
+
+def run_demo(out: Path, seed: int = 0, questions: int = 3000, overrides: list[str] | None = None,
+             echo: Callable[[str], None] = print, progress: bool = False) -> dict:  # fmt: skip
+    """synth -> prepare -> report -> pretrain -> stage 1 -> search -> results -> pareto under
+    `out`; returns stage 1's metrics."""
+    config, config_path, stage1 = build_stage1(out, seed, questions, overrides, echo, progress)
 
     search = config.search
     run_dir = Path(search.resolved().storage_path) / search.name

@@ -7,6 +7,7 @@ it), `trials.parquet` and `epochs.parquet`.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import time
@@ -21,6 +22,7 @@ import torch
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
+from ray.tune.stopper import Stopper
 from transformers import LxmertConfig, LxmertModel
 
 from models.structure import group_sizes
@@ -154,6 +156,8 @@ def init_ray(cfg: RunConfig, address: str | None) -> None:
     if address:
         ray.init(address=address, log_to_driver=False)
     else:
+        if cfg.search.dashboard and importlib.util.find_spec("aiohttp") is None:
+            raise InputError('search.dashboard: the Ray dashboard needs pip install "ray[default]"')
         # "local": always a new runtime, never a stale one found in /tmp/ray.
         ray.init(address="local", include_dashboard=cfg.search.dashboard,
                  dashboard_host=cfg.search.dashboard_host, log_to_driver=False)  # fmt: skip
@@ -167,8 +171,10 @@ def _storage(cfg: RunConfig) -> tuple[str, Path]:
 
 
 def run_search(cfg: RunConfig, name: str | None, address: str | None,
-               echo: Callable[[str], None] = print) -> Path:  # fmt: skip
-    """Start a sweep; returns its run directory."""
+               echo: Callable[[str], None] = print,
+               stop: Stopper | None = None) -> Path:  # fmt: skip
+    """Start a sweep; returns its run directory. `stop`: a Tune stopper (e.g. a benchmark's
+    stop-at-target rule); a resume does not bring it back."""
     if cfg.pruning is None or cfg.search is None:
         raise InputError("the config needs 'pruning:' and 'search:' blocks for tickets search")
     cfg = cfg.resolved()
@@ -203,6 +209,7 @@ def run_search(cfg: RunConfig, name: str | None, address: str | None,
             name=name,
             storage_path=storage,
             callbacks=[_callback(cfg, run_dir)],
+            stop=stop,
             failure_config=tune.FailureConfig(max_failures=search.failure.max_retries),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             verbose=0,

@@ -1,0 +1,196 @@
+"""Search efficiency on the synthetic benchmark: the C.4 grid against TPE and GP, each with and
+without ASHA, at s = 0.7 on the demo model; and Ray's overhead per trial.
+
+    .venv/bin/python scripts/bench_search.py --out /tmp/bench_search [--seeds 0 1 2] [--cap 0.3]
+
+1. The demo's steps 1-5 (synth, prepare, pretrain, stage 1 with `lpf`) under OUT/base, once:
+   data, model and every trial's training seed are fixed (seed 0), as in `tickets demo`.
+2. Ray's overhead: a FIFO sweep of ``--overhead-trials`` one-epoch trials, one at a time; the
+   overhead per trial is (sweep wall time - the trials' own time, Ray's ``time_total_s``) / trials.
+   The sweep wall time is that of `run_search` (it also writes the Parquet files and plots).
+3. The grid sweep (C.4: 20% coarse pass, 5% fine pass around the best coarse point). Its final
+   best selection accuracy B sets the target B - 0.5; its cost is every trial-epoch it trained.
+4. For each searcher seed (``search.seed``; the data and trials stay fixed) and each of tpe, gp,
+   tpe+asha, gp+asha: a sweep that stops at the first epoch report whose selection accuracy
+   reaches the target, or once it has spent ``--cap`` x the grid's trial-epochs.
+
+Trial-epochs are counted by a Tune stopper in the order the driver receives the epoch reports
+(two trials run at a time, as in the demo). Every figure goes to OUT/bench_search.json as it is
+measured (a re-run skips what is there) and a table is printed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from ray.tune.stopper import Stopper
+
+from search.config import RunConfig
+from search.demo import build_stage1
+from search.tuner import init_ray, run_search
+from vqa.atomic import write_json
+
+WITHIN = 0.5  # points of selection accuracy below the grid's final best that count as reached
+VARIANTS = (("tpe", "fifo"), ("gp", "fifo"), ("tpe", "asha"), ("gp", "asha"))
+
+
+class EpochCounter(Stopper):
+    """Counts the epoch reports of a sweep; stops it once one reaches ``target`` or ``cap``
+    reports have arrived (either may be None: never)."""
+
+    def __init__(self, target: float | None = None, cap: int | None = None) -> None:
+        self.target, self.cap = target, cap
+        self.trace: list[float] = []  # selection accuracy of every epoch report, in arrival order
+        self.hit: int | None = None  # trial-epochs spent when the target was first reached
+
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        if "stage" in result and not result.get("trial_complete"):
+            self.trace.append(float(result["sel_overall"]))
+            if self.hit is None and self.target is not None and self.trace[-1] >= self.target:
+                self.hit = len(self.trace)
+        return False
+
+    def stop_all(self) -> bool:
+        return self.hit is not None or (self.cap is not None and len(self.trace) >= self.cap)
+
+
+def first_reaching(trace: list[float], target: float) -> int | None:
+    """1-based position of the first value >= target."""
+    return next((i + 1 for i, v in enumerate(trace) if v >= target), None)
+
+
+def sweep_config(config: RunConfig, name: str, searcher: str, scheduler: str, seed: int,
+                 num_samples: int, concurrent: int = 2,
+                 epochs: int | None = None) -> RunConfig:  # fmt: skip
+    search = config.search.model_copy(update={
+        "name": name, "searcher": searcher, "scheduler": scheduler, "seed": seed,
+        "num_samples": num_samples, "max_concurrent_trials": concurrent})  # fmt: skip
+    update: dict[str, Any] = {"search": search}
+    if epochs is not None:
+        update["pruning"] = config.pruning.model_copy(update={"epochs": epochs})
+    return config.model_copy(update=update)
+
+
+def sweep(config: RunConfig, stopper: EpochCounter) -> tuple[pd.DataFrame, float]:
+    """Run one sweep to its end or its stopper; (its trials table, its wall time in s)."""
+    start = time.perf_counter()
+    run_dir = run_search(config, None, None, echo=lambda _: None, stop=stopper)
+    wall = time.perf_counter() - start
+    return pd.read_parquet(run_dir / "trials.parquet"), wall
+
+
+def summary_row(trials: pd.DataFrame, stopper: EpochCounter, wall: float) -> dict[str, Any]:
+    return {
+        "trials": len(trials),
+        "statuses": trials["status"].value_counts().to_dict(),
+        "trial_epochs": len(stopper.trace),
+        "best_sel": max(stopper.trace, default=math.nan),
+        "hit": stopper.hit,
+        "wall_s": wall,
+        "trial_s": float(trials["wall_s"].sum()),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--cap", type=float, default=0.3, help="budget, share of grid's epochs")
+    parser.add_argument("--overhead-trials", type=int, default=8)
+    parser.add_argument("--questions", type=int, default=3000)
+    args = parser.parse_args()
+    out = args.out.resolve()
+    results_path = out / "bench_search.json"
+    results: dict[str, Any] = json.loads(results_path.read_text()) if results_path.is_file() else {}
+
+    def save() -> None:
+        write_json(results_path, results)
+
+    config, _, stage1 = build_stage1(out / "base", seed=0, questions=args.questions,
+                                     echo=lambda m: print(m, flush=True))  # fmt: skip
+    config = config.model_copy(update={"search": config.search.model_copy(
+        update={"storage_path": str(out / "runs")})})  # fmt: skip
+    results["stage1_test_overall"] = stage1["test"]["overall"]
+    init_ray(config, None)
+
+    if "overhead" not in results:
+        cfg = sweep_config(config, "overhead", "random", "fifo", 0, args.overhead_trials,
+                           concurrent=1, epochs=1)  # fmt: skip
+        trials, wall = sweep(cfg, EpochCounter())
+        n, trial_s = len(trials), float(trials["wall_s"].sum())
+        results["overhead"] = {"trials": n, "wall_s": wall, "trial_s": trial_s,
+                               "per_trial_s": (wall - trial_s) / n}  # fmt: skip
+        save()
+    print(f"Ray overhead: {results['overhead']['per_trial_s']:.2f} s per trial", flush=True)
+
+    if "grid" not in results:
+        stopper = EpochCounter()
+        trials, wall = sweep(sweep_config(config, "grid", "grid", "fifo", 0, 1), stopper)
+        row = summary_row(trials, stopper, wall)
+        row["target"] = row["best_sel"] - WITHIN
+        row["hit"] = first_reaching(stopper.trace, row["target"])
+        uniform = trials[(trials["s_language"] - 0.7).abs().lt(1e-9)
+                         & (trials["s_visual"] - 0.7).abs().lt(1e-9)]  # fmt: skip
+        best = trials.loc[trials["sel_overall"].idxmax()]
+        row["uniform_test_overall"] = (
+            float(uniform["test_overall"].iloc[0]) if len(uniform) else None
+        )
+        row["best_test_overall"] = float(best["test_overall"])
+        row["best_allocation"] = [float(best[f"s_{g}"]) for g in ("language", "visual", "cross")]
+        row["test_overall_range"] = [float(trials["test_overall"].min()),
+                                     float(trials["test_overall"].max())]  # fmt: skip
+        results["grid"] = row
+        save()
+    grid = results["grid"]
+    cap = math.ceil(args.cap * grid["trial_epochs"])
+    print(f"grid: {grid['trials']} trials, {grid['trial_epochs']} trial-epochs, best selection "
+          f"{grid['best_sel']:.2f} (target {grid['target']:.2f}, reached after {grid['hit']})",
+          flush=True)  # fmt: skip
+
+    for seed in args.seeds:
+        for searcher, scheduler in VARIANTS:
+            key = f"{searcher}+{scheduler}/seed{seed}"
+            if key in results:
+                continue
+            stopper = EpochCounter(target=grid["target"], cap=cap)
+            name = f"{searcher}-{scheduler}-seed{seed}"
+            cfg = sweep_config(config, name, searcher, scheduler, seed, cap)
+            trials, wall = sweep(cfg, stopper)
+            results[key] = summary_row(trials, stopper, wall)
+            save()
+            print(f"{key}: {results[key]}", flush=True)
+
+    print(table(results, args.seeds, cap))
+
+
+def table(results: dict[str, Any], seeds: list[int], cap: int) -> str:
+    """Per variant: trial-epochs to the target per seed (">cap" when not reached), their median
+    as a share of the grid's trial-epochs."""
+    grid = results["grid"]
+    lines = ["| searcher | " + " | ".join(f"seed {s}" for s in seeds) + " | median | / grid |",
+             "|---|" + "---|" * (len(seeds) + 2)]  # fmt: skip
+    lines.append(f"| grid (C.4) | {grid['trial_epochs']} (target after {grid['hit']}) | "
+                 + " | " * (len(seeds) - 1) + f"{grid['trial_epochs']} | 1.00 |")  # fmt: skip
+    for searcher, scheduler in VARIANTS:
+        spent = []
+        for seed in seeds:
+            row = results.get(f"{searcher}+{scheduler}/seed{seed}")
+            spent.append(None if row is None else (row["hit"] if row["hit"] else math.inf))
+        shown = ["-" if v is None else (f">{cap}" if v == math.inf else str(v)) for v in spent]
+        done = [v for v in spent if v is not None]
+        median = statistics.median(done) if done else math.nan
+        share = median / grid["trial_epochs"]
+        lines.append(f"| {searcher} + {scheduler} | " + " | ".join(shown)
+                     + f" | {median} | {share:.2f} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
