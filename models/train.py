@@ -34,7 +34,7 @@ from models.vqa_model import (
     save_model_dir,
     small_backbone,
 )
-from vqa.atomic import atomic_dir, atomic_path, write_json
+from vqa.atomic import atomic_dir, atomic_path, recover_dir, write_json
 from vqa.cache import PreparedData, load_cache
 from vqa.config import DataConfig
 from vqa.errors import InputError
@@ -143,6 +143,8 @@ def fit(
     history: list[dict] = []
     start_epoch = 0
     best = -1.0
+    for kept in (out / "last", out / "best"):  # a writer killed between renames
+        recover_dir(kept)
     if (out / "last" / "state.pt").is_file():
         start_epoch, history, best = _resume(
             out / "last", model, objective, optimizer, scheduler, data.answers
@@ -301,6 +303,7 @@ def save_training_state(directory: Path, objective, optimizer, scheduler, epoch:
 
 def read_training_state(directory: Path) -> dict:
     """`state.pt`, read without unpickling anything; a one-line `InputError` if unreadable."""
+    recover_dir(directory)
     try:
         return torch.load(directory / "state.pt", map_location="cpu", weights_only=True)
     except Exception as e:  # a truncated or foreign file: say which, never unpickle

@@ -19,6 +19,7 @@ from transformers import LxmertConfig, LxmertModel
 from transformers.utils import logging as hf_logging
 
 from models.config import ArchitectureConfig
+from vqa.atomic import recover_dir
 from vqa.errors import InputError
 
 HEAD_FILE = "answer_head.safetensors"
@@ -90,6 +91,7 @@ def check_model_dir(path: str | os.PathLike[str], field: str = "model.checkpoint
     """`path` if it is a complete local checkpoint directory, else an `InputError` naming it
     (and the config `field` it came from)."""
     path = Path(path)
+    recover_dir(path)
     if not path.is_dir():
         raise InputError(f"{path}: checkpoint directory not found ({field})")
     if not (path / "config.json").is_file():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import optuna
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
@@ -45,3 +46,29 @@ def test_a_trial_that_keeps_failing_ends_as_error_and_the_sweep_completes(
     assert len(trials) == 2 and (trials["status"] == "error").all()
     assert trials["error"].notna().all() and (trials["error"].str.len() > 0).all()
     assert trials["test_overall"].isna().all() if "test_overall" in trials else True
+
+
+def test_a_trial_whose_loss_turns_non_finite_fails_and_the_searcher_goes_on(
+    ray_session, tiny_bench: Bench, tiny_stage1: Path, tmp_path: Path
+) -> None:
+    """No injection: a learning rate of 1e30 really overflows the weights, the loss turns NaN or
+    inf within the first epoch, and stage 2 raises. That trial ends as `error` (no retries: a
+    retry would diverge again) while the searcher keeps proposing and the sweep completes."""
+    lr = {"lr": {"type": "choice", "values": [0.05, 1e30]}}
+    config = sweep_config(tiny_bench, tiny_stage1, tmp_path, searcher="random", num_samples=4,
+                          hyperparameters=lr)  # fmt: skip
+    result = CliRunner().invoke(app, ["search", str(config)])
+    assert result.exit_code == 0, result.output
+    run_dir = tmp_path / "runs" / "sweep"
+    trials = pd.read_parquet(run_dir / "trials.parquet")
+    assert len(trials) == 4 and trials["trial_id"].is_unique
+    diverged, sane = trials[trials["hp_lr"] == 1e30], trials[trials["hp_lr"] == 0.05]
+    assert len(diverged) and len(sane)  # the seeded sampler proposes both
+    assert (diverged["status"] == "error").all()
+    assert diverged["error"].str.contains("non-finite loss").all()
+    assert (sane["status"] == "finished").all() and sane["test_overall"].notna().all()
+    study = optuna.load_study(study_name="sweep", storage=f"sqlite:///{run_dir / 'study.db'}")
+    states = [t.state for t in study.trials]
+    assert len(states) == 4
+    assert states.count(optuna.trial.TrialState.FAIL) == len(diverged)
+    assert states.count(optuna.trial.TrialState.COMPLETE) == len(sane)

@@ -4,6 +4,7 @@ its payload never runs. Parquet results are replaced atomically even when the wr
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import pandas as pd
 import pytest
 import torch
 
+from vqa.cache import load_cache
 from vqa.errors import InputError
 
 
@@ -91,3 +93,157 @@ def test_killing_the_parquet_writer_leaves_the_previous_file_readable(tmp_path: 
     # What a kill can leave is a hidden temporary sibling, never a partial result file.
     others = {p.name for p in tmp_path.iterdir()} - {"trials.parquet", "epochs.parquet"}
     assert all(n.startswith(".") and n.endswith(".tmp") for n in others), others
+
+
+def _kill_after(args: list[str], writes: int, cwd: Path) -> int:
+    """Run a writer that prints a count after each complete write; SIGKILL it at a random point
+    of a later write. Returns the last count it printed."""
+    proc = subprocess.Popen([sys.executable, "-c", *args], stdout=subprocess.PIPE, text=True,
+                            cwd=cwd)  # fmt: skip
+    stamps = []
+    while len(stamps) < writes:
+        line = proc.stdout.readline()
+        assert line, "the writer died before the kill"
+        stamps.append((int(line), time.perf_counter()))
+    period = (stamps[-1][1] - stamps[0][1]) / (writes - 1)
+    time.sleep(random.uniform(0.0, period))  # anywhere in the next write, renames included
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return stamps[-1][0]
+
+
+CACHE_WRITER = """
+import sys
+from pathlib import Path
+from search.config import load_config
+from vqa.prepare import prepare
+config = load_config(sys.argv[1]).data.model_copy(update={"cache_dir": Path(sys.argv[2])})
+i = 0
+while True:
+    i += 1
+    # Alternating settings: every call rewrites the whole cache.
+    prepare(config.model_copy(update={"max_question_tokens": 12 + i % 2}))
+    print(i, flush=True)
+"""
+
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_killing_the_cache_writer_leaves_a_complete_cache(
+    tiny_bench, tmp_path: Path, attempt: int
+) -> None:
+    cache = tmp_path / "cache"
+    root = Path(__file__).parent.parent
+    _kill_after([CACHE_WRITER, str(tiny_bench.root / "prepare.yaml"), str(cache)], 3, root)
+    data = load_cache(cache)  # complete: manifest, questions, answers, prior, tokenizer
+    tokens = data.manifest["config"]["max_question_tokens"]
+    assert tokens in (12, 13)
+    for name in tiny_bench.data.split_names:  # every split reads back whole
+        assert len(data.split(name)) == len(tiny_bench.data.split(name))
+    others = {p.name for p in tmp_path.iterdir()} - {"cache"}
+    assert all(n.startswith(".cache.") for n in others), others
+
+
+CHECKPOINT_WRITER = """
+import sys
+from pathlib import Path
+import torch
+from models.objectives import ObjectiveConfig, build_objective
+from models.train import _save_last, linear_schedule, load_checkpoint_model
+from vqa.cache import load_cache
+data = load_cache(sys.argv[2])
+model, tokenizer = load_checkpoint_model(Path(sys.argv[1]), data)
+objective = build_objective(ObjectiveConfig(name="lmh"), model.backbone.config.hidden_size)
+optimizer = torch.optim.AdamW(list(model.parameters()) + list(objective.parameters()), lr=1e-3)
+scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(0, 100))
+i = 0
+while True:
+    i += 1
+    with torch.no_grad():  # every version is told apart by its weights too
+        model.head[-1].bias.fill_(float(i))
+    _save_last(Path(sys.argv[3]), model, objective, optimizer, scheduler, tokenizer, data,
+               "run: kill-test\\n", i, [{"epoch": i}], float(i))
+    print(i, flush=True)
+"""
+
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_killing_the_checkpoint_writer_leaves_a_complete_checkpoint(
+    tiny_bench, tiny_stage1: Path, tmp_path: Path, attempt: int
+) -> None:
+    from models.train import load_checkpoint_model, read_training_state
+
+    last = tmp_path / "last"
+    args = [CHECKPOINT_WRITER, str(tiny_stage1 / "best"), str(tiny_bench.data.dir), str(last)]
+    written = _kill_after(args, 3, Path(__file__).parent.parent)
+    state = read_training_state(last)
+    assert state["epoch"] >= written and state["best"] == float(state["epoch"])
+    model, _ = load_checkpoint_model(last, tiny_bench.data, head="required")
+    # The weights and the training state are of the same version: never a mix of two writes.
+    assert torch.all(model.head[-1].bias == float(state["epoch"]))
+    others = {p.name for p in tmp_path.iterdir()} - {"last"}
+    assert all(n.startswith(".last.") for n in others), others
+
+
+def test_a_directory_left_aside_between_the_fallback_renames_comes_back(tmp_path: Path) -> None:
+    """Where the filesystem cannot swap directories, atomic_dir renames the old one aside first;
+    a kill right then leaves only that copy. The next reader or writer puts it back."""
+    from vqa.atomic import atomic_dir, recover_dir
+
+    target = tmp_path / "best"
+    with atomic_dir(target) as tmp:
+        (tmp / "v").write_text("1")
+    os.replace(target, tmp_path / ".best.old-4242")  # the state a kill leaves
+    (tmp_path / ".best.abc.tmp").mkdir()  # and the half-written new one
+    recover_dir(target)
+    assert (target / "v").read_text() == "1"
+    assert not (tmp_path / ".best.old-4242").exists()
+    with atomic_dir(target) as tmp:
+        (tmp / "v").write_text("2")
+    assert (target / "v").read_text() == "2"
+
+
+DASHBOARD = """
+import sys
+import ray
+from search.config import load_config
+from search.tuner import init_ray
+init_ray(load_config("configs/demo.yaml", sys.argv[1:]), None)
+print(ray._private.worker.global_worker.node.address_info.get("webui_url") or "", flush=True)
+sys.stdin.readline()  # the test reads the socket table while the runtime is up
+ray.shutdown()
+"""
+
+
+def _listening(port: int) -> set[str]:
+    """Local addresses (hex, as in /proc/net/tcp and tcp6) of sockets listening on `port`."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            address, hex_port = fields[1].split(":")
+            if fields[3] == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                found.add(address)
+    return found
+
+
+def _start_runtime(*overrides: str) -> tuple[str, set[str]]:
+    """(dashboard URL or "", addresses listening on its port) of the runtime `init_ray` starts
+    for configs/demo.yaml with `overrides`, in a separate process."""
+    proc = subprocess.Popen([sys.executable, "-c", DASHBOARD, *overrides], stdout=subprocess.PIPE,
+                            stdin=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).parent.parent)  # fmt: skip
+    url = proc.stdout.readline().strip()
+    listening = _listening(int(url.rsplit(":", 1)[1])) if url else set()
+    proc.communicate("\n", timeout=120)
+    assert proc.returncode == 0
+    return url, listening
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").is_file(), reason="reads Linux's socket table")
+def test_the_dashboard_is_off_by_default_and_on_loopback_when_enabled() -> None:
+    url, _ = _start_runtime()
+    assert url == ""  # no dashboard for the runtime `tickets search` starts
+    url, listening = _start_runtime("search.dashboard=true")
+    assert url.startswith("127.0.0.1:")
+    # Loopback only: 127.0.0.1 is 0100007F in the table's little-endian hex; nothing else.
+    assert listening == {"0100007F"}, listening

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
+import errno
+import functools
 import json
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,19 +41,72 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> None:
 
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield an empty temporary sibling directory; on success it replaces `path` as a whole."""
+    """Yield an empty temporary sibling directory; on success it replaces `path` as a whole.
+
+    Where the filesystem can swap two directories in one step (Linux ``renameat2`` with
+    ``RENAME_EXCHANGE``: ext4, xfs, btrfs, tmpfs) `path` is never absent. Elsewhere the old
+    directory is first renamed aside to ``.<name>.old-<pid>``; a kill between the two renames
+    leaves it there, and :func:`recover_dir` (called here and by the readers) puts it back.
+    """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
+    recover_dir(target)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
         yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    if target.exists() and _exchange(tmp, target):
+        shutil.rmtree(tmp, ignore_errors=True)  # now holds the old contents
+        return
     old = None
     if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        old = target.with_name(f".{target.name}{_OLD}{os.getpid()}")
         os.replace(target, old)
     os.replace(tmp, target)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+_OLD = ".old-"
+_RENAME_EXCHANGE = 2  # linux/fs.h
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two existing paths atomically; False where the OS or filesystem cannot."""
+    renameat2 = getattr(_libc(), "renameat2", None)
+    if renameat2 is None:
+        return False
+    at_fdcwd = -100
+    done = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE)
+    if done == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):
+        return False  # e.g. NFS, or a kernel before 3.15: fall back to two renames
+    raise OSError(err, f"renameat2 {a} <-> {b}: {os.strerror(err)}")
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    if sys.platform != "linux" or name is None:
+        return None
+    libc = ctypes.CDLL(name, use_errno=True)
+    if hasattr(libc, "renameat2"):
+        libc.renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                                   ctypes.c_uint]  # fmt: skip
+        libc.renameat2.restype = ctypes.c_int
+    return libc
+
+
+def recover_dir(path: str | os.PathLike[str]) -> None:
+    """If `path` is missing because a writer was killed between the two renames of
+    :func:`atomic_dir`'s fallback, put the complete old directory back (the newest, if several)."""
+    target = Path(path)
+    if target.exists() or not target.parent.is_dir():
+        return
+    aside = sorted(target.parent.glob(f".{target.name}{_OLD}*"), key=lambda p: p.stat().st_mtime)
+    if aside:
+        os.replace(aside[-1], target)

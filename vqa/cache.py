@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 import torch
 
 from vqa.answers import SoftTargets
+from vqa.atomic import recover_dir
 from vqa.errors import InputError
 from vqa.features import FeatureStore, load_feature_store
 from vqa.prepare import CACHE_FORMAT, QUESTION_COLUMNS
@@ -72,6 +73,7 @@ class PreparedData:
 
     def __init__(self, cache_dir: str | os.PathLike[str]) -> None:
         self.dir = Path(cache_dir)
+        recover_dir(self.dir)
         manifest_path = self.dir / "manifest.json"
         if not manifest_path.is_file():
             raise InputError(f"{self.dir}: not a prepared data cache (no manifest.json)")
