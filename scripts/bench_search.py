@@ -12,7 +12,8 @@ without ASHA, at s = 0.7 on the demo model; and Ray's overhead per trial.
    best selection accuracy B sets the target B - 0.5; its cost is every trial-epoch it trained.
 4. For each searcher seed (``search.seed``; the data and trials stay fixed) and each of tpe, gp,
    tpe+asha, gp+asha: a sweep that stops at the first epoch report whose selection accuracy
-   reaches the target, or once it has spent ``--cap`` x the grid's trial-epochs.
+   reaches the target, or once it has spent ``--cap`` x the grid's trial-epochs (default 0.2:
+   enough to tell the goal, 0.15, apart). Variant by variant, all seeds of one before the next.
 
 Trial-epochs are counted by a Tune stopper in the order the driver receives the epoch reports
 (two trials run at a time, as in the demo). Every figure goes to OUT/bench_search.json as it is
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import statistics
 import time
 from pathlib import Path
@@ -38,7 +40,7 @@ from search.tuner import init_ray, run_search
 from vqa.atomic import write_json
 
 WITHIN = 0.5  # points of selection accuracy below the grid's final best that count as reached
-VARIANTS = (("tpe", "fifo"), ("gp", "fifo"), ("tpe", "asha"), ("gp", "asha"))
+VARIANTS = (("tpe", "fifo"), ("tpe", "asha"), ("gp", "fifo"), ("gp", "asha"))  # tpe+fifo: default
 
 
 class EpochCounter(Stopper):
@@ -78,12 +80,18 @@ def sweep_config(config: RunConfig, name: str, searcher: str, scheduler: str, se
     return config.model_copy(update=update)
 
 
-def sweep(config: RunConfig, stopper: EpochCounter) -> tuple[pd.DataFrame, float]:
-    """Run one sweep to its end or its stopper; (its trials table, its wall time in s)."""
+def sweep(config: RunConfig, stopper: EpochCounter) -> tuple[pd.DataFrame, float, float]:
+    """Run one sweep to its end or its stopper; (its trials table, its wall time in s, the
+    part of it before the end-of-sweep report: best trials, Parquet, plots)."""
     start = time.perf_counter()
-    run_dir = run_search(config, None, None, echo=lambda _: None, stop=stopper)
+    first_echo: list[float] = []
+
+    def echo(_: str) -> None:  # the first line comes after Tune's fit, from the final report
+        first_echo.append(first_echo[0] if first_echo else time.perf_counter())
+
+    run_dir = run_search(config, None, None, echo=echo, stop=stopper)
     wall = time.perf_counter() - start
-    return pd.read_parquet(run_dir / "trials.parquet"), wall
+    return pd.read_parquet(run_dir / "trials.parquet"), wall, first_echo[0] - start
 
 
 def summary_row(trials: pd.DataFrame, stopper: EpochCounter, wall: float) -> dict[str, Any]:
@@ -102,9 +110,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--cap", type=float, default=0.3, help="budget, share of grid's epochs")
+    parser.add_argument("--cap", type=float, default=0.2, help="budget, share of grid's epochs")
+    parser.add_argument("--variants", nargs="+", default=[f"{a}+{b}" for a, b in VARIANTS])
     parser.add_argument("--overhead-trials", type=int, default=8)
     parser.add_argument("--questions", type=int, default=3000)
+    parser.add_argument("--table-only", action="store_true", help="print OUT's figures only")
     args = parser.parse_args()
     out = args.out.resolve()
     results_path = out / "bench_search.json"
@@ -112,6 +122,12 @@ def main() -> None:
 
     def save() -> None:
         write_json(results_path, results)
+
+    variants = [tuple(v.split("+")) for v in args.variants]
+    if args.table_only:
+        cap = math.ceil(args.cap * results["grid"]["trial_epochs"])
+        print(table(results, variants, args.seeds, cap))
+        return
 
     config, _, stage1 = build_stage1(out / "base", seed=0, questions=args.questions,
                                      echo=lambda m: print(m, flush=True))  # fmt: skip
@@ -121,18 +137,25 @@ def main() -> None:
     init_ray(config, None)
 
     if "overhead" not in results:
+        shutil.rmtree(out / "runs" / "overhead", ignore_errors=True)
         cfg = sweep_config(config, "overhead", "random", "fifo", 0, args.overhead_trials,
                            concurrent=1, epochs=1)  # fmt: skip
-        trials, wall = sweep(cfg, EpochCounter())
+        trials, wall, fit = sweep(cfg, EpochCounter())
         n, trial_s = len(trials), float(trials["wall_s"].sum())
-        results["overhead"] = {"trials": n, "wall_s": wall, "trial_s": trial_s,
-                               "per_trial_s": (wall - trial_s) / n}  # fmt: skip
+        results["overhead"] = {"trials": n, "wall_s": wall, "before_report_s": fit,
+                               "trial_s": trial_s, "per_trial_s": (wall - trial_s) / n,
+                               "per_trial_before_report_s": (fit - trial_s) / n}  # fmt: skip
         save()
-    print(f"Ray overhead: {results['overhead']['per_trial_s']:.2f} s per trial", flush=True)
+    o = results["overhead"]
+    print(
+        f"Ray overhead: {o['per_trial_s']:.2f} s per trial "
+        f"({o.get('per_trial_before_report_s', math.nan):.2f} s before the final report)"
+    )
 
     if "grid" not in results:
+        shutil.rmtree(out / "runs" / "grid", ignore_errors=True)  # an interrupted attempt
         stopper = EpochCounter()
-        trials, wall = sweep(sweep_config(config, "grid", "grid", "fifo", 0, 1), stopper)
+        trials, wall, _ = sweep(sweep_config(config, "grid", "grid", "fifo", 0, 1), stopper)
         row = summary_row(trials, stopper, wall)
         row["target"] = row["best_sel"] - WITHIN
         row["hit"] = first_reaching(stopper.trace, row["target"])
@@ -154,23 +177,25 @@ def main() -> None:
           f"{grid['best_sel']:.2f} (target {grid['target']:.2f}, reached after {grid['hit']})",
           flush=True)  # fmt: skip
 
-    for seed in args.seeds:
-        for searcher, scheduler in VARIANTS:
+    for searcher, scheduler in variants:  # the default searcher's seeds first
+        for seed in args.seeds:
             key = f"{searcher}+{scheduler}/seed{seed}"
             if key in results:
                 continue
             stopper = EpochCounter(target=grid["target"], cap=cap)
             name = f"{searcher}-{scheduler}-seed{seed}"
+            shutil.rmtree(out / "runs" / name, ignore_errors=True)  # an interrupted attempt
             cfg = sweep_config(config, name, searcher, scheduler, seed, cap)
-            trials, wall = sweep(cfg, stopper)
+            trials, wall, _ = sweep(cfg, stopper)
             results[key] = summary_row(trials, stopper, wall)
             save()
             print(f"{key}: {results[key]}", flush=True)
 
-    print(table(results, args.seeds, cap))
+    print(table(results, variants, args.seeds, cap))
 
 
-def table(results: dict[str, Any], seeds: list[int], cap: int) -> str:
+def table(results: dict[str, Any], variants: list[tuple[str, ...]], seeds: list[int],
+          cap: int) -> str:  # fmt: skip
     """Per variant: trial-epochs to the target per seed (">cap" when not reached), their median
     as a share of the grid's trial-epochs."""
     grid = results["grid"]
@@ -178,7 +203,7 @@ def table(results: dict[str, Any], seeds: list[int], cap: int) -> str:
              "|---|" + "---|" * (len(seeds) + 2)]  # fmt: skip
     lines.append(f"| grid (C.4) | {grid['trial_epochs']} (target after {grid['hit']}) | "
                  + " | " * (len(seeds) - 1) + f"{grid['trial_epochs']} | 1.00 |")  # fmt: skip
-    for searcher, scheduler in VARIANTS:
+    for searcher, scheduler in variants:
         spent = []
         for seed in seeds:
             row = results.get(f"{searcher}+{scheduler}/seed{seed}")

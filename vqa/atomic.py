@@ -7,6 +7,7 @@ import ctypes
 import ctypes.util
 import errno
 import functools
+import glob
 import json
 import os
 import shutil
@@ -107,6 +108,7 @@ def recover_dir(path: str | os.PathLike[str]) -> None:
     target = Path(path)
     if target.exists() or not target.parent.is_dir():
         return
-    aside = sorted(target.parent.glob(f".{target.name}{_OLD}*"), key=lambda p: p.stat().st_mtime)
+    pattern = f".{glob.escape(target.name)}{_OLD}*"
+    aside = sorted(target.parent.glob(pattern), key=lambda p: p.stat().st_mtime)
     if aside:
         os.replace(aside[-1], target)
