@@ -103,6 +103,7 @@ def summary_row(trials: pd.DataFrame, stopper: EpochCounter, wall: float) -> dic
         "hit": stopper.hit,
         "wall_s": wall,
         "trial_s": float(trials["wall_s"].sum()),
+        "trace": stopper.trace,  # selection accuracy of every epoch report, in arrival order
     }
 
 
@@ -187,6 +188,9 @@ def main() -> None:
             shutil.rmtree(out / "runs" / name, ignore_errors=True)  # an interrupted attempt
             cfg = sweep_config(config, name, searcher, scheduler, seed, cap)
             trials, wall, _ = sweep(cfg, stopper)
+            if stopper.hit is None and len(stopper.trace) < cap:
+                # Tune returns normally after Ctrl-C: such a sweep measured nothing.
+                raise SystemExit(f"{key}: the sweep ended before its target or cap (interrupted)")
             results[key] = summary_row(trials, stopper, wall)
             save()
             print(f"{key}: {results[key]}", flush=True)
@@ -196,24 +200,35 @@ def main() -> None:
 
 def table(results: dict[str, Any], variants: list[tuple[str, ...]], seeds: list[int],
           cap: int) -> str:  # fmt: skip
-    """Per variant: trial-epochs to the target per seed (">cap" when not reached), their median
-    as a share of the grid's trial-epochs."""
+    """Per variant and seed: trial-epochs spent until the target (">cap" when not reached) and
+    the best selection accuracy seen by then; the median over seeds, as a share of the grid's
+    trial-epochs too."""
     grid = results["grid"]
     lines = ["| searcher | " + " | ".join(f"seed {s}" for s in seeds) + " | median | / grid |",
-             "|---|" + "---|" * (len(seeds) + 2)]  # fmt: skip
-    lines.append(f"| grid (C.4) | {grid['trial_epochs']} (target after {grid['hit']}) | "
-                 + " | " * (len(seeds) - 1) + f"{grid['trial_epochs']} | 1.00 |")  # fmt: skip
+             "|---|" + "---|" * (len(seeds) + 2),
+             f"| grid (C.4), {grid['trials']} trials | {grid['trial_epochs']} "
+             f"({grid['best_sel']:.2f}; target {grid['target']:.2f} first reached after "
+             f"{grid['hit']}) |" + " |" * (len(seeds) - 1)
+             + f" {grid['trial_epochs']} | 1.00 |"]  # fmt: skip
     for searcher, scheduler in variants:
-        spent = []
+        spent, shown = [], []
         for seed in seeds:
             row = results.get(f"{searcher}+{scheduler}/seed{seed}")
-            spent.append(None if row is None else (row["hit"] if row["hit"] else math.inf))
-        shown = ["-" if v is None else (f">{cap}" if v == math.inf else str(v)) for v in spent]
-        done = [v for v in spent if v is not None]
-        median = statistics.median(done) if done else math.nan
-        share = median / grid["trial_epochs"]
+            if row is None:
+                shown.append("-")
+                continue
+            spent.append(row["hit"] or math.inf)
+            count = str(row["hit"]) if row["hit"] else f">{cap}"
+            shown.append(f"{count} ({row['best_sel']:.2f})")
+        if not spent:
+            lines.append(f"| {searcher} + {scheduler} | " + " | ".join(shown) + " | - | - |")
+            continue
+        median = statistics.median(spent)
+        median_text = f">{cap}" if median == math.inf else f"{median:g}"
+        share = median if math.isfinite(median) else cap
+        share_text = ("" if math.isfinite(median) else ">") + f"{share / grid['trial_epochs']:.2f}"
         lines.append(f"| {searcher} + {scheduler} | " + " | ".join(shown)
-                     + f" | {median} | {share:.2f} |")  # fmt: skip
+                     + f" | {median_text} | {share_text} |")  # fmt: skip
     return "\n".join(lines)
 
 
