@@ -69,11 +69,12 @@ def first_reaching(trace: list[float], target: float) -> int | None:
 
 
 def sweep_config(config: RunConfig, name: str, searcher: str, scheduler: str, seed: int,
-                 num_samples: int, concurrent: int = 2,
-                 epochs: int | None = None) -> RunConfig:  # fmt: skip
+                 num_samples: int, concurrent: int = 2, epochs: int | None = None,
+                 startup: int | None = None) -> RunConfig:  # fmt: skip
     search = config.search.model_copy(update={
         "name": name, "searcher": searcher, "scheduler": scheduler, "seed": seed,
-        "num_samples": num_samples, "max_concurrent_trials": concurrent})  # fmt: skip
+        "num_samples": num_samples, "max_concurrent_trials": concurrent,
+        "startup_trials": startup})  # fmt: skip
     update: dict[str, Any] = {"search": search}
     if epochs is not None:
         update["pruning"] = config.pruning.model_copy(update={"epochs": epochs})
@@ -115,6 +116,7 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=[f"{a}+{b}" for a, b in VARIANTS])
     parser.add_argument("--overhead-trials", type=int, default=8)
     parser.add_argument("--questions", type=int, default=3000)
+    parser.add_argument("--startup", type=int, help="search.startup_trials (default: Optuna's)")
     parser.add_argument("--table-only", action="store_true", help="print OUT's figures only")
     args = parser.parse_args()
     out = args.out.resolve()
@@ -127,7 +129,7 @@ def main() -> None:
     variants = [tuple(v.split("+")) for v in args.variants]
     if args.table_only:
         cap = math.ceil(args.cap * results["grid"]["trial_epochs"])
-        print(table(results, variants, args.seeds, cap))
+        print(table(results, variants, args.seeds, cap, _suffix(args.startup)))
         return
 
     config, _, stage1 = build_stage1(out / "base", seed=0, questions=args.questions,
@@ -180,13 +182,14 @@ def main() -> None:
 
     for searcher, scheduler in variants:  # the default searcher's seeds first
         for seed in args.seeds:
-            key = f"{searcher}+{scheduler}/seed{seed}"
+            suffix = _suffix(args.startup)
+            key = f"{searcher}+{scheduler}{suffix}/seed{seed}"
             if key in results:
                 continue
             stopper = EpochCounter(target=grid["target"], cap=cap)
-            name = f"{searcher}-{scheduler}-seed{seed}"
+            name = f"{searcher}-{scheduler}{suffix.replace('+', '-')}-seed{seed}"
             shutil.rmtree(out / "runs" / name, ignore_errors=True)  # an interrupted attempt
-            cfg = sweep_config(config, name, searcher, scheduler, seed, cap)
+            cfg = sweep_config(config, name, searcher, scheduler, seed, cap, startup=args.startup)
             trials, wall, _ = sweep(cfg, stopper)
             if stopper.hit is None and len(stopper.trace) < cap:
                 # Tune returns normally after Ctrl-C: such a sweep measured nothing.
@@ -195,11 +198,16 @@ def main() -> None:
             save()
             print(f"{key}: {results[key]}", flush=True)
 
-    print(table(results, variants, args.seeds, cap))
+    print(table(results, variants, args.seeds, cap, _suffix(args.startup)))
+
+
+def _suffix(startup: int | None) -> str:
+    """How a sweep with `search.startup_trials` set is told apart in the results."""
+    return "" if startup is None else f"+s{startup}"
 
 
 def table(results: dict[str, Any], variants: list[tuple[str, ...]], seeds: list[int],
-          cap: int) -> str:  # fmt: skip
+          cap: int, suffix: str = "") -> str:  # fmt: skip
     """Per variant and seed: trial-epochs spent until the target (">cap" when not reached) and
     the best selection accuracy seen by then; the median over seeds, as a share of the grid's
     trial-epochs too."""
@@ -213,21 +221,22 @@ def table(results: dict[str, Any], variants: list[tuple[str, ...]], seeds: list[
     for searcher, scheduler in variants:
         spent, shown = [], []
         for seed in seeds:
-            row = results.get(f"{searcher}+{scheduler}/seed{seed}")
+            row = results.get(f"{searcher}+{scheduler}{suffix}/seed{seed}")
             if row is None:
                 shown.append("-")
                 continue
             spent.append(row["hit"] or math.inf)
             count = str(row["hit"]) if row["hit"] else f">{cap}"
             shown.append(f"{count} ({row['best_sel']:.2f})")
+        name = f"{searcher} + {scheduler}{suffix}"
         if not spent:
-            lines.append(f"| {searcher} + {scheduler} | " + " | ".join(shown) + " | - | - |")
+            lines.append(f"| {name} | " + " | ".join(shown) + " | - | - |")
             continue
         median = statistics.median(spent)
         median_text = f">{cap}" if median == math.inf else f"{median:g}"
         share = median if math.isfinite(median) else cap
         share_text = ("" if math.isfinite(median) else ">") + f"{share / grid['trial_epochs']:.2f}"
-        lines.append(f"| {searcher} + {scheduler} | " + " | ".join(shown)
+        lines.append(f"| {name} | " + " | ".join(shown)
                      + f" | {median_text} | {share_text} |")  # fmt: skip
     return "\n".join(lines)
 

@@ -93,6 +93,9 @@ class SearchConfig(BaseModel):
     num_samples: int = Field(20, ge=1)
     max_concurrent_trials: int = Field(1, ge=1)
     seed: int = 0
+    startup_trials: int | None = Field(None, ge=1)
+    """Trials `tpe` and `gp` draw at random (the uniform allocation first) before their model
+    proposes; None keeps Optuna's default (10)."""
     metric: str | list[str] = "sel_overall"
     mode: Direction | list[Direction] = "max"
     budgets: list[float] | None = None

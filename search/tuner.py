@@ -82,9 +82,10 @@ def build_searcher(cfg: RunConfig, sizes: dict[str, int], run_dir: Path):
         return GridSearcher(sizes, budgets[0], bounds=bounds, metric=metric, mode=mode,
                             coarse_step=search.grid.coarse_step, fine_step=search.grid.fine_step,
                             fine_radius=search.grid.fine_radius)  # fmt: skip
+    startup = {} if search.startup_trials is None else {"n_startup_trials": search.startup_trials}
     samplers = {
-        "tpe": lambda: optuna.samplers.TPESampler(seed=search.seed),
-        "gp": lambda: optuna.samplers.GPSampler(seed=search.seed),
+        "tpe": lambda: optuna.samplers.TPESampler(seed=search.seed, **startup),
+        "gp": lambda: optuna.samplers.GPSampler(seed=search.seed, **startup),
         "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=search.seed),
         "random": lambda: optuna.samplers.RandomSampler(seed=search.seed),
     }

@@ -124,3 +124,18 @@ def test_search_refuses_a_run_name_that_exists(
                                           "pruning.bounds=[0.6, 0.9]"])  # fmt: skip
     assert infeasible.exit_code == 2 and "pruning" in infeasible.stderr
     assert not (tmp_path / "runs" / "other").exists()
+
+
+@pytest.mark.parametrize(("searcher", "startup", "expected"),
+                         [("tpe", None, 10), ("tpe", 4, 4), ("gp", 4, 4)])  # fmt: skip
+def test_startup_trials_reach_the_sampler(
+    tiny_bench: Bench, tiny_stage1: Path, tmp_path: Path, searcher: str, startup, expected: int
+) -> None:
+    from search.config import load_config
+    from search.tuner import build_searcher
+
+    extra = {} if startup is None else {"startup_trials": startup}
+    cfg = load_config(sweep_config(tiny_bench, tiny_stage1, tmp_path, searcher=searcher,
+                                   **extra)).resolved()  # fmt: skip
+    found = build_searcher(cfg, tiny_stage1_sizes(tiny_stage1), tmp_path)
+    assert found._sampler._n_startup_trials == expected  # None: Optuna's own default
