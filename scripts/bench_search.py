@@ -36,6 +36,7 @@ from ray.tune.stopper import Stopper
 
 from search.config import RunConfig
 from search.demo import build_stage1
+from search.space import startup_trials
 from search.tuner import init_ray, run_search
 from vqa.atomic import write_json
 
@@ -116,7 +117,7 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=[f"{a}+{b}" for a, b in VARIANTS])
     parser.add_argument("--overhead-trials", type=int, default=8)
     parser.add_argument("--questions", type=int, default=3000)
-    parser.add_argument("--startup", type=int, help="search.startup_trials (default: Optuna's)")
+    parser.add_argument("--startup", type=int, help="search.startup_trials (default: project's)")
     parser.add_argument("--table-only", action="store_true", help="print OUT's figures only")
     args = parser.parse_args()
     out = args.out.resolve()
@@ -202,8 +203,9 @@ def main() -> None:
 
 
 def _suffix(startup: int | None) -> str:
-    """How a sweep with `search.startup_trials` set is told apart in the results."""
-    return "" if startup is None else f"+s{startup}"
+    """`+s<startup trials>`: how sweeps with different `search.startup_trials` are told apart
+    (None: the project's default for the allocation alone)."""
+    return f"+s{startup_trials(0, 1) if startup is None else startup}"
 
 
 def table(results: dict[str, Any], variants: list[tuple[str, ...]], seeds: list[int],

@@ -95,7 +95,8 @@ class SearchConfig(BaseModel):
     seed: int = 0
     startup_trials: int | None = Field(None, ge=1)
     """Trials `tpe` and `gp` draw at random (the uniform allocation first) before their model
-    proposes; None keeps Optuna's default (10)."""
+    proposes; None: twice the space's dimensions (`search.space.startup_trials`), 4 for the
+    allocation alone."""
     metric: str | list[str] = "sel_overall"
     mode: Direction | list[Direction] = "max"
     budgets: list[float] | None = None

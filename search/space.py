@@ -82,6 +82,15 @@ def allocation_space(
     return {"sparsity": float(s), **triple}
 
 
+def startup_trials(n_hyperparameters: int, n_budgets: int) -> int:
+    """Random trials before TPE or GP model the results: twice the space's dimensions (the two
+    unit variables, each hyperparameter, the budget when there are several), and at least one
+    more than the uniform points evaluated first. 4 for the allocation alone: on the synthetic
+    benchmark Optuna's default of 10 spent the whole budget at random (docs/BENCHMARKS.md)."""
+    dims = 2 + n_hyperparameters + (1 if n_budgets > 1 else 0)
+    return max(2 * dims, n_budgets + 1)
+
+
 def make_space(
     sizes: Mapping[str, int], budgets: Sequence[float], bounds: tuple[float, float],
     hyperparameters: Mapping[str, Mapping[str, Any]],

@@ -30,7 +30,7 @@ from models.vqa_model import check_model_dir
 from search.config import RunConfig, dump_config, load_config
 from search.pareto import pareto_report
 from search.results import ResultsCallback, trial_tables, write_tables
-from search.space import make_space, uniform_points
+from search.space import make_space, startup_trials, uniform_points
 from search.trainable import TIME_ATTR, run_trial
 from vqa.errors import InputError
 
@@ -82,7 +82,8 @@ def build_searcher(cfg: RunConfig, sizes: dict[str, int], run_dir: Path):
         return GridSearcher(sizes, budgets[0], bounds=bounds, metric=metric, mode=mode,
                             coarse_step=search.grid.coarse_step, fine_step=search.grid.fine_step,
                             fine_radius=search.grid.fine_radius)  # fmt: skip
-    startup = {} if search.startup_trials is None else {"n_startup_trials": search.startup_trials}
+    startup = {"n_startup_trials": search.startup_trials
+               or startup_trials(len(search.hyperparameters), len(budgets))}  # fmt: skip
     samplers = {
         "tpe": lambda: optuna.samplers.TPESampler(seed=search.seed, **startup),
         "gp": lambda: optuna.samplers.GPSampler(seed=search.seed, **startup),

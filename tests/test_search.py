@@ -126,16 +126,23 @@ def test_search_refuses_a_run_name_that_exists(
     assert not (tmp_path / "runs" / "other").exists()
 
 
-@pytest.mark.parametrize(("searcher", "startup", "expected"),
-                         [("tpe", None, 10), ("tpe", 4, 4), ("gp", 4, 4)])  # fmt: skip
+LR = {"lr": {"type": "loguniform", "low": 0.01, "high": 0.1}}
+
+
+@pytest.mark.parametrize(("searcher", "extra", "expected"), [
+    ("tpe", {}, 4),  # the allocation alone: 2 dimensions
+    ("gp", {"hyperparameters": LR}, 6),  # + one hyperparameter
+    ("tpe", {"budgets": [0.3, 0.5, 0.7, 0.9], "hyperparameters": LR}, 8),  # + the budget
+    ("tpe", {"startup_trials": 3}, 3),
+    ("gp", {"startup_trials": 12}, 12),
+])  # fmt: skip
 def test_startup_trials_reach_the_sampler(
-    tiny_bench: Bench, tiny_stage1: Path, tmp_path: Path, searcher: str, startup, expected: int
+    tiny_bench: Bench, tiny_stage1: Path, tmp_path: Path, searcher: str, extra, expected: int
 ) -> None:
     from search.config import load_config
     from search.tuner import build_searcher
 
-    extra = {} if startup is None else {"startup_trials": startup}
     cfg = load_config(sweep_config(tiny_bench, tiny_stage1, tmp_path, searcher=searcher,
                                    **extra)).resolved()  # fmt: skip
     found = build_searcher(cfg, tiny_stage1_sizes(tiny_stage1), tmp_path)
-    assert found._sampler._n_startup_trials == expected  # None: Optuna's own default
+    assert found._sampler._n_startup_trials == expected
