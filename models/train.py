@@ -143,8 +143,7 @@ def fit(
     history: list[dict] = []
     start_epoch = 0
     best = -1.0
-    for kept in (out / "last", out / "best"):  # a writer killed between renames
-        recover_dir(kept)
+    recover_checkpoints(out)
     if (out / "last" / "state.pt").is_file():
         start_epoch, history, best = _resume(
             out / "last", model, objective, optimizer, scheduler, data.answers
@@ -299,6 +298,13 @@ def save_training_state(directory: Path, objective, optimizer, scheduler, epoch:
         },
         directory / "state.pt",
     )
+
+
+def recover_checkpoints(out: Path) -> None:
+    """Put back `out`'s `last/` and `best/` where a writer was killed between the two renames
+    of `atomic_dir`'s fallback (see `vqa.atomic.recover_dir`)."""
+    for kept in (out / "last", out / "best"):
+        recover_dir(kept)
 
 
 def read_training_state(directory: Path) -> dict:

@@ -40,6 +40,7 @@ from models.train import (
     load_data,
     read_training_state,
     record_config,
+    recover_checkpoints,
     save_training_state,
     test_splits,
     train_epoch,
@@ -48,7 +49,7 @@ from models.vqa_model import HEAD_FILE, VQAModel, load_backbone, pick_device
 from pruning.config import PruneConfig, Stage3Config
 from pruning.export import load_masks, named_score_masks, save_masks
 from pruning.masks import apply_masks, mask_parameters, recompute_masks, sparsity_report
-from vqa.atomic import atomic_dir, recover_dir, write_json
+from vqa.atomic import atomic_dir, write_json
 from vqa.cache import PreparedData
 from vqa.config import DataConfig
 from vqa.errors import InputError
@@ -231,8 +232,7 @@ def _run_phase(name: str, model: VQAModel, objective: Objective, params: list[nn
     warmup = int(cfg.warmup_ratio * total)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(warmup, total))
     start_epoch, history, best = 0, [], -1.0
-    for kept in (out / "last", out / "best"):  # a writer killed between renames
-        recover_dir(kept)
+    recover_checkpoints(out)
     if (out / "last" / "state.pt").is_file():
         start_epoch, history, best = _resume(out / "last", model, objective, optimizer, scheduler)
         if recompute_every is not None:
