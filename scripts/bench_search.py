@@ -89,7 +89,8 @@ def sweep(config: RunConfig, stopper: EpochCounter) -> tuple[pd.DataFrame, float
     first_echo: list[float] = []
 
     def echo(_: str) -> None:  # the first line comes after Tune's fit, from the final report
-        first_echo.append(first_echo[0] if first_echo else time.perf_counter())
+        if not first_echo:
+            first_echo.append(time.perf_counter())
 
     run_dir = run_search(config, None, None, echo=echo, stop=stopper)
     wall = time.perf_counter() - start
