@@ -40,16 +40,41 @@ STUDY_FILE = "study.db"
 
 class AllocationSearch(OptunaSearch):
     """OptunaSearch that tells Optuna a trial ended early (no `trial_complete` in its last
-    result: stopped by ASHA) as PRUNED instead of COMPLETE with its early, worse value."""
+    result: stopped by ASHA) as PRUNED instead of COMPLETE with its early, worse value, and that
+    comes back from a resume in step with the study on disk."""
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if trial_id in self._completed_trials:  # told before a kill; see `restore`
+            return
+        super().on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
+        if trial_id in self._completed_trials:
+            return
         if result and not error and not result.get("trial_complete"):
             ot_trial = self._ot_trials.get(trial_id)
-            if ot_trial is not None and trial_id not in self._completed_trials:
+            if ot_trial is not None:
                 self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
                 self._completed_trials.add(trial_id)
                 return
         super().on_trial_complete(trial_id, result, error)
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Load the searcher snapshot, then reconcile it with the study, which is written at
+        every `tell` while the snapshot lags: a trial told finished after the last snapshot is
+        re-run by Tune from its checkpoint but must not be reported to Optuna again (Optuna
+        refuses to update a finished trial), and a trial asked for after the snapshot was never
+        started by Tune, so it is marked FAIL instead of staying RUNNING in the study forever."""
+        super().restore(checkpoint_path)
+        states = {t.number: t.state for t in self._ot_study.get_trials(deepcopy=False)}
+        known = set()
+        for trial_id, ot_trial in self._ot_trials.items():
+            known.add(ot_trial.number)
+            if states.get(ot_trial.number, optuna.trial.TrialState.RUNNING).is_finished():
+                self._completed_trials.add(trial_id)
+        for number, state in states.items():
+            if state == optuna.trial.TrialState.RUNNING and number not in known:
+                self._ot_study.tell(number, state=optuna.trial.TrialState.FAIL)
 
 
 def model_sizes(checkpoint: Path) -> dict[str, int]:

@@ -146,3 +146,41 @@ def test_startup_trials_reach_the_sampler(
                                    **extra)).resolved()  # fmt: skip
     found = build_searcher(cfg, tiny_stage1_sizes(tiny_stage1), tmp_path)
     assert found._sampler._n_startup_trials == expected
+
+
+def test_a_resumed_searcher_skips_trials_the_study_finished_after_its_snapshot(
+    tiny_bench: Bench, tiny_stage1: Path, tmp_path: Path
+) -> None:
+    """The study is written at every `tell`, the searcher snapshot only now and then: a trial
+    told finished after the snapshot is re-run by Tune on resume, and reporting it to Optuna
+    again used to end the resume with `UpdateFinishedTrialError`."""
+    from search.config import load_config
+    from search.tuner import AllocationSearch, build_searcher
+
+    cfg = load_config(sweep_config(tiny_bench, tiny_stage1, tmp_path)).resolved()
+    searcher = build_searcher(cfg, tiny_stage1_sizes(tiny_stage1), tmp_path)
+    metric = cfg.search.metrics[0]
+    searcher.suggest("a")
+    searcher.suggest("b")
+    searcher.save(str(tmp_path / "snapshot.pkl"))
+    # After the snapshot: "a" finishes, "b" reports an epoch, "c" is asked for; then the kill.
+    searcher.on_trial_result("a", {metric: 40.0, "training_iteration": 1})
+    searcher.on_trial_complete("a", {metric: 42.0, "trial_complete": True})
+    searcher.on_trial_result("b", {metric: 30.0, "training_iteration": 1})
+    searcher.suggest("c")
+
+    resumed = AllocationSearch.__new__(AllocationSearch)  # as Tune unpickles it
+    resumed.restore(str(tmp_path / "snapshot.pkl"))
+    states = {t.number: t.state for t in resumed._ot_study.get_trials()}
+    assert states == {0: optuna.trial.TrialState.COMPLETE, 1: optuna.trial.TrialState.RUNNING,
+                      2: optuna.trial.TrialState.FAIL}  # fmt: skip
+    # Tune re-runs "a" and "b" from their checkpoints: "a" is not told again, "b" goes on.
+    resumed.on_trial_result("a", {metric: 40.0, "training_iteration": 2})
+    resumed.on_trial_complete("a", {metric: 45.0, "trial_complete": True})
+    resumed.on_trial_result("b", {metric: 31.0, "training_iteration": 2})
+    resumed.on_trial_complete("b", {metric: 33.0, "trial_complete": True})
+    trials = {t.number: t for t in resumed._ot_study.get_trials()}
+    assert trials[0].value == 42.0 and trials[1].value == 33.0
+    assert trials[1].intermediate_values == {1: 30.0, 2: 31.0}
+    # ... and it goes on proposing.
+    assert resumed.suggest("d") is not None
