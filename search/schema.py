@@ -88,7 +88,9 @@ class SearchConfig(BaseModel):
     storage_path: str = "runs/search"
     """Where runs live: a local directory or a URI (s3://, gs://, ...), shared on a cluster."""
     name: str | None = None
-    searcher: Literal["tpe", "gp", "nsga2", "random", "grid"] = "tpe"
+    searcher: Literal["tpe", "gp", "nsga2", "random", "grid"] = "gp"
+    """Default `gp` (Optuna's GPSampler; docs/BENCHMARKS.md: it reached the grid's best in
+    fewer trial-epochs than `tpe`); `nsga2` when several metrics are given and no searcher."""
     scheduler: Literal["fifo", "asha"] = "fifo"
     num_samples: int = Field(20, ge=1)
     max_concurrent_trials: int = Field(1, ge=1)
@@ -118,6 +120,8 @@ class SearchConfig(BaseModel):
         if len(metrics) != len(modes):
             raise ValueError(f"{len(metrics)} metrics but {len(modes)} modes")
         multi = len(metrics) > 1
+        if multi and "searcher" not in self.model_fields_set:
+            self.searcher = "nsga2"  # GPSampler takes one objective
         if self.searcher == "nsga2" and not multi:
             raise ValueError("searcher 'nsga2' is multi-objective: give lists of metrics and modes")
         if multi and self.searcher not in ("nsga2", "random", "tpe"):

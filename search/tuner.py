@@ -11,6 +11,7 @@ import importlib.util
 import json
 import os
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,10 @@ from search.results import ResultsCallback, trial_tables, write_tables
 from search.space import make_space, startup_trials, uniform_points
 from search.trainable import TIME_ATTR, run_trial
 from vqa.errors import InputError
+
+# GPSampler fits its model inside the space function at the first suggest, so Ray's warning
+# that the space function is slow (more than 1 s) is expected and would print on most trials.
+warnings.filterwarnings("ignore", message="Define-by-run function passed in the `space`")
 
 CONFIG_FILE = "tickets.yaml"
 STUDY_FILE = "study.db"

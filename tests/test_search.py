@@ -184,3 +184,52 @@ def test_a_resumed_searcher_skips_trials_the_study_finished_after_its_snapshot(
     assert trials[1].intermediate_values == {1: 30.0, 2: 31.0}
     # ... and it goes on proposing.
     assert resumed.suggest("d") is not None
+
+
+@pytest.mark.parametrize(("given", "expected"), [
+    ({}, "gp"),  # the benchmark's choice (docs/BENCHMARKS.md)
+    ({"metric": ["sel_overall", "remaining_params"], "mode": ["max", "min"]}, "nsga2"),
+    ({"metric": ["sel_overall", "remaining_params"], "mode": ["max", "min"], "searcher": "tpe"},
+     "tpe"),
+    ({"searcher": "tpe"}, "tpe"),
+])  # fmt: skip
+def test_the_default_searcher(given: dict, expected: str) -> None:
+    from search.schema import SearchConfig
+
+    cfg = SearchConfig(**given)
+    assert cfg.searcher == expected
+    # What a run saves (tickets.yaml) reads back the same.
+    assert SearchConfig(**cfg.model_dump()).searcher == expected
+
+
+@pytest.mark.parametrize("searcher", ["gp", "nsga2"])
+def test_gp_and_nsga2_sweeps_run_on_a_real_study(
+    ray_session, tiny_bench: Bench, tiny_stage1: Path, tmp_path: Path, searcher: str
+) -> None:
+    """GP (the default) past its startup trials, and NSGA-II over two objectives and budgets."""
+    extra = ({"startup_trials": 2} if searcher == "gp" else
+             {"metric": ["sel_overall", "remaining_params"], "mode": ["max", "min"],
+              "budgets": [0.3, 0.6]})  # fmt: skip
+    config = sweep_config(tiny_bench, tiny_stage1, tmp_path, searcher=searcher, **extra)
+    result = CliRunner().invoke(app, ["search", str(config), "pruning.epochs=1"])
+    assert result.exit_code == 0, result.output
+    run_dir = tmp_path / "runs" / "sweep"
+    trials = pd.read_parquet(run_dir / "trials.parquet")
+    assert len(trials) == 4 and (trials["status"] == "finished").all()
+    study = optuna.load_study(study_name="sweep", storage=f"sqlite:///{run_dir / 'study.db'}")
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4
+    sizes = tiny_stage1_sizes(tiny_stage1)
+    total = sum(sizes[g] for g in ("language", "visual", "cross"))
+    for row in trials.itertuples():
+        s = sum(getattr(row, f"s_{g}") * sizes[g] for g in ("language", "visual", "cross")) / total
+        assert s == pytest.approx(row.s_overall, abs=1e-9)
+    if searcher == "gp":
+        saved = yaml.safe_load((run_dir / "tickets.yaml").read_text())["search"]
+        assert saved["searcher"] == "gp" and saved["startup_trials"] == 2
+        assert trials["s_overall"].eq(0.5).all()
+        # Past the 2 startup trials the model proposed: no two points alike.
+        assert trials[["u_language", "u_visual"]].round(9).drop_duplicates().shape[0] == 4
+    else:
+        assert len(study.directions) == 2
+        assert {t.values[1] for t in study.trials} <= set(trials["remaining_params"])
+        assert set(trials["s_overall"].round(9)) <= {0.3, 0.6}
