@@ -167,3 +167,30 @@ def test_unknown_split_is_an_input_error(vqacp_bench: Bench, name: str) -> None:
 
     with pytest.raises(InputError, match="no split 'nope'"):
         vqacp_bench.data.split(name)
+
+
+_BUILD = """
+import json, sys
+from vqa.tokenize import build_wordpiece
+questions = [f"is the {c} {s} left of the {s2}?" for c in ("red", "blue", "green")
+             for s in ("cube", "ball", "cone") for s2 in ("cube", "ball")] * 3
+print(json.dumps(build_wordpiece(questions, int(sys.argv[1])).get_vocab(), sort_keys=True))
+"""
+
+
+def test_the_built_tokenizer_is_the_same_in_every_process() -> None:
+    """Tokens and ids do not depend on the process (tokenizers' own WordPiece trainer broke ties
+    by a per-process hash seed); words enter by frequency up to vocab_size, and no seen word is
+    unknown."""
+    import subprocess
+    import sys
+
+    runs = [subprocess.run([sys.executable, "-c", _BUILD, "100"], capture_output=True, text=True,
+                           check=True).stdout for _ in range(3)]  # fmt: skip
+    assert runs[0] == runs[1] == runs[2]
+    vocab = json.loads(runs[0])
+    assert [vocab[t] for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")] == [0, 1, 2, 3, 4]
+    assert {"the", "cube", "red", "left", "##e"} <= set(vocab)
+    capped = json.loads(subprocess.run([sys.executable, "-c", _BUILD, "40"], capture_output=True,
+                                       text=True, check=True).stdout)  # fmt: skip
+    assert len(capped) == 40 and "the" in capped and "green" not in capped, sorted(capped)

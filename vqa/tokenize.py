@@ -4,6 +4,7 @@ the training questions for the small demo/test models. Never downloaded."""
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -15,18 +16,29 @@ SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
 def build_wordpiece(questions: Iterable[str], vocab_size: int, lowercase: bool = True):
-    """A BERT-style WordPiece tokenizer (`transformers` fast tokenizer) trained on `questions`."""
+    """A BERT-style WordPiece tokenizer (`transformers` fast tokenizer) over `questions`: the
+    special tokens, every character seen (alone and as a ``##`` continuation, so no word is
+    unknown), then whole words by falling frequency (ties by spelling) up to `vocab_size`.
+
+    Built here, not by `tokenizers`' WordPieceTrainer: the trainer breaks ties between equally
+    frequent merges by hash order, which Rust seeds per process, so the same questions gave a
+    different vocabulary (tokens and ids) in every process, and so a different model."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-    from tokenizers.trainers import WordPieceTrainer
     from transformers import BertTokenizerFast
 
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.train_from_iterator(
-        questions,
-        WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False),
-    )
+    normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    counts: Counter[str] = Counter()
+    for question in questions:
+        words = pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(question))
+        counts.update(word for word, _ in words)
+    chars = sorted({c for word in counts for c in word})
+    vocab = SPECIAL_TOKENS + chars + [f"##{c}" for c in chars]
+    by_frequency = sorted((w for w in counts if len(w) > 1), key=lambda w: (-counts[w], w))
+    vocab += by_frequency[: max(vocab_size - len(vocab), 0)]
+    tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(vocab)}, unk_token="[UNK]"))
+    tok.normalizer = normalizer
+    tok.pre_tokenizer = pre_tokenizer
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",
         special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))],
