@@ -17,8 +17,9 @@ SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 def build_wordpiece(questions: Iterable[str], vocab_size: int, lowercase: bool = True):
     """A BERT-style WordPiece tokenizer (`transformers` fast tokenizer) over `questions`: the
-    special tokens, every character seen (alone and as a ``##`` continuation, so no word is
-    unknown), then whole words by falling frequency (ties by spelling) up to `vocab_size`.
+    special tokens, every character seen (alone and as a ``##`` continuation, so any word of
+    seen characters can be spelled; these always go in), then whole words by falling frequency
+    (ties by spelling) while the vocabulary is under `vocab_size`.
 
     Built here, not by `tokenizers`' WordPieceTrainer: the trainer breaks ties between equally
     frequent merges by hash order, which Rust seeds per process, so the same questions gave a
