@@ -231,7 +231,7 @@ def test_gp_and_nsga2_sweeps_run_on_a_real_study(
         saved = yaml.safe_load((run_dir / "tickets.yaml").read_text())["search"]
         assert saved["searcher"] == "gp" and saved["startup_trials"] == 2
         assert trials["s_overall"].eq(0.5).all()
-        # Past the 2 startup trials the model proposed: no two points alike.
+        # Four distinct points, two of them GP's own after the 2 startup trials.
         assert trials[["u_language", "u_visual"]].round(9).drop_duplicates().shape[0] == 4
     else:
         assert len(study.directions) == 2
