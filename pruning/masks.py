@@ -114,22 +114,35 @@ class _StraightThrough(torch.autograd.Function):
 
 class _MaskedWeight(torch.autograd.Function):
     """Forward: ``masked`` (= W ⊙ m, cached); backward: ∂L/∂Ŝ = ∂L/∂m = ∂L/∂(W⊙m) ⊙ W, and
-    ∂L/∂W = ∂L/∂(W⊙m) ⊙ m should W train."""
+    ∂L/∂W = ∂L/∂(W⊙m) ⊙ m should W train.
+
+    ``rows`` (1-d indices, or None) says the output feeds one embedding lookup of exactly those
+    rows, so ∂L/∂(W⊙m) is zero elsewhere and only those rows are multiplied."""
 
     @staticmethod
-    def forward(ctx, scores: Tensor, weight: Tensor, mask: Tensor, masked: Tensor) -> Tensor:
-        ctx.save_for_backward(weight, mask)
+    def forward(
+        ctx, scores: Tensor, weight: Tensor, mask: Tensor, masked: Tensor, rows: Tensor | None
+    ) -> Tensor:
+        ctx.save_for_backward(weight, mask, rows)
         return masked.view_as(masked)
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
-        weight, mask = ctx.saved_tensors
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None, None]:
+        weight, mask, rows = ctx.saved_tensors
+        want_scores, want_weight = ctx.needs_input_grad[:2]
+        if rows is not None and want_scores != want_weight and grad.is_contiguous():
+            # The embedding's backward made this dense gradient for this node alone, so it can
+            # be rescaled in place: a few hundred rows instead of the whole vocabulary (the word
+            # embedding is half of a small LXMERT's prunable weights).
+            factor = weight if want_scores else mask
+            grad.index_copy_(0, rows, grad.index_select(0, rows) * factor.index_select(0, rows))
+            return (grad, None, None, None, None) if want_scores else (None, grad, None, None, None)
         # The saved tensor first: a Linear's weight gradient arrives transposed (non-contiguous),
         # and the result takes the first operand's layout. grad * weight was 7x slower here and
         # non-contiguous, so autograd copied it again to match the scores' layout.
-        grad_scores = weight * grad if ctx.needs_input_grad[0] else None
-        grad_weight = mask * grad if ctx.needs_input_grad[1] else None
-        return grad_scores, grad_weight, None, None
+        grad_scores = weight * grad if want_scores else None
+        grad_weight = mask * grad if want_weight else None
+        return grad_scores, grad_weight, None, None, None
 
 
 def straight_through(scores: Tensor, mask: Tensor) -> Tensor:
@@ -163,6 +176,9 @@ class ScoreMask(nn.Module):
         # constant, so the forward needs no product and no copy (see _cache_key).
         self._masked: Tensor | None = None
         self._masked_key: tuple = ()
+        # Indices the owning nn.Embedding is about to look up, set by _record_lookup just before
+        # its forward reads the weight and taken by that read (see _MaskedWeight).
+        self._lookup: Tensor | None = None
 
     def _cache_key(self, weight: Tensor) -> tuple:
         """What W ⊙ m was built from. The tensors themselves are held, so a replaced one cannot
@@ -191,7 +207,11 @@ class ScoreMask(nn.Module):
             with torch.no_grad():
                 self._masked = weight * self.mask
             self._masked_key = key
-        return _MaskedWeight.apply(self.scores, weight, self.mask, self._masked)
+        rows, self._lookup = self._lookup, None
+        if getattr(parametrize, "_cache_enabled", 1):
+            # Under parametrize.cached() this output may serve several lookups (or none).
+            rows = None
+        return _MaskedWeight.apply(self.scores, weight, self.mask, self._masked, rows)
 
     @torch.no_grad()
     def recompute(self) -> None:
@@ -204,6 +224,29 @@ class ScoreMask(nn.Module):
             f"group={self.group}, shape={tuple(self.scores.shape)}, "
             f"num_pruned={self.num_pruned}, requested={self.requested:g}"
         )
+
+
+def _record_lookup(module: nn.Module, args: tuple) -> None:
+    """Forward pre-hook of a masked ``nn.Embedding``: hand the looked-up rows to its mask.
+
+    A module-level function rather than a closure, so ``copy.deepcopy`` gives the copy a hook
+    that finds the copy's own mask."""
+    if not parametrize.is_parametrized(module, "weight") or not args:
+        return
+    ids = args[0]
+    if not isinstance(ids, Tensor) or ids.dtype not in (torch.int32, torch.int64):
+        return
+    for p in module.parametrizations.weight:
+        if isinstance(p, ScoreMask):
+            p._lookup = torch.unique(ids.detach()).to(torch.int64)
+
+
+def _forget_lookup(module: nn.Module, args: tuple, output: Tensor) -> None:
+    """Forward hook of a masked ``nn.Embedding``: rows its forward did not take never linger."""
+    if parametrize.is_parametrized(module, "weight"):
+        for p in module.parametrizations.weight:
+            if isinstance(p, ScoreMask):
+                p._lookup = None
 
 
 def _score_masks(model: nn.Module) -> list[tuple[nn.Module, ScoreMask]]:
@@ -307,6 +350,9 @@ def apply_masks(
             module = model.get_submodule(module_name)
             mask = ScoreMask(scores, counts[name], requested[group], group)
             parametrize.register_parametrization(module, attr, mask)
+            if isinstance(module, nn.Embedding) and attr == "weight":
+                module.register_forward_pre_hook(_record_lookup)
+                module.register_forward_hook(_forget_lookup)
     freeze_backbone_weights(model)
 
 
@@ -332,6 +378,9 @@ def remove_masks(model: nn.Module) -> None:
         baked = original * p.mask
         parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
         module.weight.copy_(baked)
+        for hooks in (module._forward_pre_hooks, module._forward_hooks):
+            for key in [k for k, h in hooks.items() if h in (_record_lookup, _forget_lookup)]:
+                del hooks[key]
 
 
 @torch.no_grad()

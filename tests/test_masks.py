@@ -384,3 +384,67 @@ def test_selection_binarisation_equals_a_stable_sort_with_ties() -> None:
         expected = torch.ones(n)
         expected[_lowest_positions(scores, count)] = 0
         assert torch.equal(_mask_with_count(scores, count), expected), (trial, n, count)
+
+
+def _word_embedding_grads(
+    original: VQAModel, masked: VQAModel, inputs: list[dict[str, torch.Tensor]]
+) -> torch.Tensor:
+    """dL/d(W ⊙ m) of the word embedding for the summed losses of ``inputs``: from a copy of the
+    unmasked model with every W ⊙ m written into its plain weights, the word embedding's
+    trainable (no mask code on the path)."""
+    baked = copy.deepcopy(original)
+    masks = masks_by_name(masked)
+    with torch.no_grad():
+        for name, param in baked.named_parameters():
+            if name in masks:
+                param.mul_(masks[name])
+    weight = baked.backbone.embeddings.word_embeddings.weight
+    weight.requires_grad_(True)
+    sum(baked(**x)[0].square().sum() for x in inputs).backward()
+    return weight.grad
+
+
+@pytest.mark.parametrize("cached", [False, True], ids=["plain", "parametrize-cached"])
+def test_the_word_embedding_gradients_touch_only_looked_up_rows_and_equal_the_dense_product(
+    cached: bool,
+) -> None:
+    """The masked word embedding multiplies only the looked-up rows of its gradient. Its score
+    gradient (stage 2) and weight gradient (stage 3) must equal the dense products, also when
+    parametrize.cached() lets one W ⊙ m serve two lookups of different rows."""
+    original_model = tiny_model()
+    model = copy.deepcopy(original_model)
+    apply_masks(model, TRIPLE, mode="modality")
+    embedding = model.backbone.embeddings.word_embeddings
+    p = embedding.parametrizations.weight[0]
+    original = embedding.parametrizations.weight.original
+    inputs = [batch(1), batch(2)]
+    looked_up = torch.unique(torch.cat([x["input_ids"].flatten() for x in inputs]))
+    assert 0 < looked_up.numel() < embedding.num_embeddings  # some rows are not touched
+    reference = _word_embedding_grads(original_model, model, inputs)
+
+    def run() -> None:
+        if cached:
+            with parametrize.cached():
+                sum(model(**x)[0].square().sum() for x in inputs).backward()
+        else:
+            sum(model(**x)[0].square().sum() for x in inputs).backward()
+
+    # Without the cache each lookup has its own W ⊙ m, so the score gradient is g1·W + g2·W
+    # against the reference's (g1 + g2)·W: equal up to rounding.
+    close = {"rtol": 1e-6, "atol": 1e-7}
+    run()  # stage 2: scores train
+    torch.testing.assert_close(p.scores.grad, reference * original.detach(), **close)
+    untouched = torch.ones(embedding.num_embeddings, dtype=torch.bool)
+    untouched[looked_up] = False
+    assert not p.scores.grad[untouched].any()
+    assert p._lookup is None  # nothing lingers after the forward
+    # Stage 3: the weights train, the scores and the mask are fixed.
+    p.scores.requires_grad_(False)
+    p.scores.grad = None
+    original.requires_grad_(True)
+    run()
+    torch.testing.assert_close(original.grad, reference * p.mask, **close)
+    assert p.scores.grad is None
+    # The lookup hooks leave with the masks.
+    remove_masks(model)
+    assert not embedding._forward_pre_hooks and not embedding._forward_hooks
