@@ -217,6 +217,8 @@ def _finish(stage, out: Path, model: VQAModel, data: PreparedData, device, train
     else:
         kept = out / "model"
         best_epoch = history[-1]["epoch"]
+        if train_cfg.loss == "ce":
+            head_shift = calibrate_head_for_sigmoid(model, data, device, train_cfg.eval_batch_size)
         with atomic_dir(kept) as tmp:
             save_model_dir(model, data.answers, tokenizer, config_yaml, tmp)
     metrics = {
@@ -228,11 +230,37 @@ def _finish(stage, out: Path, model: VQAModel, data: PreparedData, device, train
         "selection": next(h["selection"] for h in history if h["epoch"] == best_epoch),
         "history": history,
     }
+    if stage == "pretrain" and train_cfg.loss == "ce":
+        metrics["head_shift"] = head_shift
     names = test_splits(data) + ([STAGES[stage]] if train_cfg.eval_train else [])
     for name in names:
         metrics[name] = evaluate_split(model, data, name, device, train_cfg.eval_batch_size)
     write_json(out / "metrics.json", metrics)
     return metrics
+
+
+@torch.no_grad()
+def calibrate_head_for_sigmoid(
+    model: VQAModel, data: PreparedData, device: torch.device, batch_size: int = 512
+) -> float:
+    """Shift the answer head's output bias by c = mean over `pretrain` questions of
+    logsumexp(logits); returns c.
+
+    Softmax cross-entropy leaves the logits' level free; read as sigmoids (BCE, LMH in stage 1)
+    a `ce` head says "yes" to most answers, the first stage-1 losses are ~10x the question-only
+    floor and their gradients erase the pre-trained grounding (docs/CALIBRATION.md). After the
+    shift sigmoid(z - c) ~ softmax(z); the argmax, and so every prediction, is unchanged."""
+    model.eval()
+    split = data.split("pretrain")
+    total, n = 0.0, 0
+    for i in range(0, len(split), batch_size):
+        b = data.make_batch(split, np.arange(i, min(i + batch_size, len(split)))).to(device)
+        logits, _ = model(b.input_ids, b.attention_mask, b.visual_feats, b.visual_pos)
+        total += torch.logsumexp(logits.float(), dim=-1).sum().item()
+        n += logits.shape[0]
+    shift = total / max(1, n)
+    model.head[-1].bias.sub_(shift)
+    return shift
 
 
 def test_splits(data: PreparedData) -> list[str]:

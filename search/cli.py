@@ -60,11 +60,18 @@ def synth(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     answer_boxes: Annotated[
         int, typer.Option(help="Boxes per question type carrying its answer.")
-    ] = 1,
+    ] = 3,
     noise: Annotated[float, typer.Option(help="Std of the noise on every box feature.")] = 0.5,
     bias: Annotated[
         float, typer.Option(help="Share of answers that follow the planted shortcut.")
     ] = 0.8,
+    test_answers: Annotated[
+        str,
+        typer.Option(
+            help="VQA-CP test bias: spread (over every answer but the training-dominant one) "
+            "or one (a single other answer, which rewards guessing against the prior)."
+        ),
+    ] = "spread",
 ) -> None:
     """Write a synthetic VQA-CP v2 or VQA-VS benchmark in the real file formats."""
     from vqa.synth import SynthSpec, generate
@@ -78,6 +85,7 @@ def synth(
         answer_boxes=answer_boxes,
         noise=noise,
         bias=bias,
+        test_answers=test_answers,
     )
     meta = generate(spec, out)
     sizes = ", ".join(f"{k} {v}" for k, v in meta["splits"].items())

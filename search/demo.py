@@ -110,8 +110,8 @@ def build_stage1(out: Path, seed: int = 0, questions: int = 3000,
                  config.blocks_yaml("data", "model", "objective", "finetune"), progress=progress,
                  log=lambda m: echo("      " + m))  # fmt: skip
     echo(f"      stage 1 ({config.objective.name}): {_line(stage1)}")
-    echo("      (ID: the training distribution; OOD: the VQA-CP style test split, where the")
-    echo("      planted question-type bias is inverted)")
+    echo("      (ID: the training distribution; OOD: the VQA-CP style test split, where each")
+    echo("      question type's planted dominant answer is rare and the others share its place)")
     return config, config_path, stage1
 
 

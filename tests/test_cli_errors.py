@@ -348,6 +348,7 @@ def test_synth_unknown_dataset(tmp_path: Path) -> None:
         (["--answer-boxes", "40"], "--answer-boxes 40 needs 322 boxes per image"),
         (["--answer-boxes", "0"], "--answer-boxes must be at least 1"),
         (["--bias", "1.5"], "--bias must be in [0, 1], got 1.5"),
+        (["--test-answers", "both"], "--test-answers must be spread or one, got 'both'"),
         (["--questions", "80", "--images", "10"], "--images 10 hold 80 questions"),
     ],
 )

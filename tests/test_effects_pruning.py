@@ -95,10 +95,10 @@ def test_the_allocation_matters_at_s07(stage1_runs: list[Stage1Run]) -> None:
     the uniform one by at least 5 OOD points, averaged over the effect seeds (LMH mask training on
     each seed's BCE stage-1 model).
 
-    Measured on the development machine before the built tokenizer was made deterministic
-    (docs/BENCHMARKS.md): uniform 46.1, visual-heavy 52.1, language-heavy 18.9. An earlier pair,
-    language-light (0.1, 0.9) and visual-light (0.9, 0.1), was too close to uniform to hold in
-    every run: -0.1 / -10.6 here, +4.4 / -3.7 on the CI machine."""
+    Measured on the development machine on the calibrated benchmark (docs/CALIBRATION.md):
+    uniform 40.9, visual-heavy 40.6, language-heavy 18.9 (seed means). On the earlier data and
+    tokenizer (docs/BENCHMARKS.md) language-light (0.1, 0.9) and visual-light (0.9, 0.1) were too
+    close to uniform to hold in every run, so the test leans on the language-heavy gap."""
     from pruning.train import prune
     from search.config import validate_config
 

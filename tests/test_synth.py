@@ -83,6 +83,19 @@ def test_answers_are_recoverable_from_image_features_vqacp(vqacp_bench: Bench) -
     assert _fit_and_score(vqacp_bench.data, "test")["overall"] >= 80
 
 
+def test_test_answers_one_puts_the_test_bias_on_a_single_other_answer(tmp_path: Path) -> None:
+    """`test_answers="one"` (the uncalibrated VQA-CP inversion): each type's test answers
+    concentrate on one answer other than the training-dominant one, named in the metadata."""
+    spec = SynthSpec(questions=800, images=300, feature_dim=16, test_answers="one")
+    meta = generate(spec, tmp_path / "one")
+    test = read_vqacp_v2(tmp_path / "one")["test"]
+    for qtype, group in test.groupby("question_type"):
+        share = Counter(group["multiple_choice_answer"].map(normalize_answer))
+        top, count = share.most_common(1)[0]
+        assert top == meta["dominant_test"][qtype] != meta["dominant_train"][qtype]
+        assert count >= 0.6 * len(group)  # bias 0.8 plus its uniform share, less small-n noise
+
+
 def test_answers_are_recoverable_from_image_features_vqavs(vqavs_bench: Bench) -> None:
     metrics = _fit_and_score(vqavs_bench.data, "test")
     assert metrics["ood_mean"] >= 80, metrics
@@ -99,7 +112,7 @@ def test_vqacp_files_answers_and_bias(vqacp_bench: Bench) -> None:
     }  # fmt: skip
     assert set(raw[0]["answers"][0]) == {"answer", "answer_confidence", "answer_id"}
     dominant_train = vqacp_bench.meta["dominant_train"]
-    dominant_test = vqacp_bench.meta["dominant_test"]
+    assert "dominant_test" not in vqacp_bench.meta  # test answers are spread (test_answers)
     for name, frame in splits.items():
         assert set(frame["answer_type"]) == {"yes/no", "number", "other"}
         assert (frame["answers"].map(len) == 10).all()
@@ -108,8 +121,10 @@ def test_vqacp_files_answers_and_bias(vqacp_bench: Bench) -> None:
             top = share.most_common(1)[0][0]
             if name == "train":
                 assert top == dominant_train[qtype]
-            elif name == "test":
-                assert top == dominant_test[qtype] != dominant_train[qtype]
+            elif name == "test":  # the bias share is spread over the non-dominant answers
+                assert top != dominant_train[qtype]
+                n_answers = len(next(q[2] for q in QUESTION_TYPES if q[0] == qtype))
+                assert share[dominant_train[qtype]] < len(group) / n_answers
             else:  # pretrain: answers independent of the type, exactly balanced
                 n_answers = len(next(q[2] for q in QUESTION_TYPES if q[0] == qtype))
                 assert max(share.values()) - min(share.values()) <= 2 + len(group) // 10

@@ -141,3 +141,33 @@ def test_missing_checkpoint_leaves_no_output_dir(tiny_bench: Bench, tmp_path: Pa
     assert result.exit_code == 2
     assert "checkpoint directory not found (model.checkpoint)" in result.stderr
     assert not (tmp_path / "ft").exists()
+
+
+def test_ce_pretraining_leaves_a_head_calibrated_for_sigmoid_losses(
+    tiny_bench: Bench, tiny_pretrained: Path
+) -> None:
+    """A `ce` head's logits are on a softmax scale: read as sigmoids they say "yes" to many
+    answers. The saved head is shifted so that the mean logsumexp over `pretrain` is 0 (then
+    sigmoid(z) ~ softmax(z)); the shift is in metrics.json and the predictions are unchanged."""
+    import numpy as np
+
+    from models.evaluate import evaluate_split
+    from models.train import load_checkpoint_model
+
+    data = tiny_bench.data
+    metrics = json.loads((tiny_pretrained.parent / "metrics.json").read_text())
+    assert metrics["head_shift"] != 0.0
+    model, _ = load_checkpoint_model(tiny_pretrained, data, "required")
+    model.eval()
+    split = data.split("pretrain")
+    b = data.make_batch(split, np.arange(len(split)))
+    with torch.no_grad():
+        logits, _ = model(b.input_ids, b.attention_mask, b.visual_feats, b.visual_pos)
+    assert float(torch.logsumexp(logits, -1).mean()) == pytest.approx(0.0, abs=1e-4)
+    assert float(torch.sigmoid(logits).sum(-1).mean()) < 1.5  # about one answer per question
+    # Undo the shift: a constant on every logit changes no prediction, so the same test metrics.
+    with torch.no_grad():
+        model.head[-1].bias.add_(metrics["head_shift"])
+        logits, _ = model(b.input_ids, b.attention_mask, b.visual_feats, b.visual_pos)
+    assert float(torch.sigmoid(logits).sum(-1).mean()) > 1.5
+    assert evaluate_split(model, data, "test", torch.device("cpu"), 512) == metrics["test"]

@@ -8,8 +8,11 @@ box of the asked type. Each image also shows two key objects (their own boxes); 
 background. A question asks about one slot of one image (a slot is asked at most once), so its
 answer can be drawn from whatever distribution the split needs:
 
-* VQA-CP v2: train puts `bias` of each type's answers on one dominant answer, test on another
-  (the inverted prior of VQA-CP); the balanced `pretrain` split draws answers uniformly.
+* VQA-CP v2: train puts `bias` of each type's answers on one dominant answer; test spreads that
+  share evenly over the type's other answers (`test_answers="spread"`, the default: a model that
+  merely avoids the training prior is at chance there) or puts it on one other answer ("one",
+  VQA-CP's inverted prior in its plainest form, which rewards guessing against the prior); the
+  balanced `pretrain` split draws answers uniformly.
 * VQA-VS: five shortcut families (question type QT, keyword KW, keyword pair KWP = keyword +
   location, key object KO, key-object pair KOP) each map their value to a dominant answer. With
   probability `bias` an answer follows one family's dominant answer (QT chosen with weight
@@ -19,7 +22,8 @@ answer can be drawn from whatever distribution the split needs:
 
 Ten human answers per question: each annotator gives the true answer with the question's agreement
 probability (uniform in [`agreement`, 1]), sometimes in another surface form ("two", "Yes", "the
-red"), else another answer of the same type. Difficulty knobs: `answer_boxes`, `noise`, `bias`.
+red"), else another answer of the same type. Difficulty knobs: `answer_boxes`, `noise`, `bias`;
+docs/CALIBRATION.md records how the defaults were chosen.
 """
 
 from __future__ import annotations
@@ -125,12 +129,16 @@ class SynthSpec:
     feature_dim: int = 64
     num_boxes: int = 36
     seed: int = 0
-    answer_boxes: int = 1  # boxes per question type carrying its answer: fewer = harder grounding
+    answer_boxes: int = 3  # boxes per question type carrying its answer: fewer = harder grounding
     noise: float = 0.5  # std of the Gaussian noise added to every box feature (codes have std 1)
     bias: float = 0.8  # share of a split's answers that follow its shortcut (0 = no bias)
     test_fraction: float = 0.5  # test (and VQA-VS val) questions per training question
     pretrain_fraction: float = 1.0  # balanced pre-training questions per training question
     agreement: float = 0.6  # lowest per-question probability that an annotator gives the answer
+    # VQA-CP test: "spread" puts the bias share evenly on every answer but the training-dominant
+    # one (a question-only model that avoids the training prior is at chance there); "one" puts
+    # it on a single other answer, which rewards guessing against the prior.
+    test_answers: str = "spread"
 
     def check(self) -> None:
         """Raise `InputError` naming the first impossible setting."""
@@ -143,6 +151,8 @@ class SynthSpec:
             raise InputError(f"--bias must be in [0, 1], got {self.bias}")
         if self.noise < 0:
             raise InputError(f"--noise must be >= 0, got {self.noise}")
+        if self.test_answers not in ("spread", "one"):
+            raise InputError(f"--test-answers must be spread or one, got '{self.test_answers}'")
         if not 0.0 <= self.agreement <= 1.0:
             raise InputError(f"--agreement must be in [0, 1], got {self.agreement}")
         needed = len(QUESTION_TYPES) * self.answer_boxes + 2
@@ -240,7 +250,11 @@ def _draw_answer(
     if split == "pretrain" or rng.random() >= spec.bias:
         return int(rng.integers(n))
     if spec.dataset == "vqacp_v2":
-        return int(world.dom_qt_test[t] if split == "test" else world.dom_qt[t])
+        if split != "test":
+            return int(world.dom_qt[t])
+        if spec.test_answers == "one":
+            return int(world.dom_qt_test[t])
+        return int((world.dom_qt[t] + 1 + rng.integers(n - 1)) % n)
     weights = [QT_WEIGHT] + [(1 - QT_WEIGHT) / (len(SHORTCUTS) - 1)] * (len(SHORTCUTS) - 1)
     family = SHORTCUTS[rng.choice(len(SHORTCUTS), p=weights)]
     return world.dominant(family, t, kw, loc, ko)
@@ -258,7 +272,13 @@ def _stratify(
         share = np.full(n_ans, 1.0 / n_ans)
         if split != "pretrain":
             share *= 1.0 - spec.bias
-            share[world.dom_qt_test[t] if split == "test" else world.dom_qt[t]] += spec.bias
+            if split != "test":
+                share[world.dom_qt[t]] += spec.bias
+            elif spec.test_answers == "one":
+                share[world.dom_qt_test[t]] += spec.bias
+            else:
+                others = np.arange(n_ans) != world.dom_qt[t]
+                share[others] += spec.bias / others.sum()
         exact = share * len(mine)
         counts = np.floor(exact).astype(int)
         counts[np.argsort(counts - exact)[: len(mine) - counts.sum()]] += 1
@@ -342,7 +362,7 @@ def generate(spec: SynthSpec, out: str | Path) -> dict:
             "question_types": [q[0] for q in QUESTION_TYPES],
             "dominant_train": {q[0]: q[2][world.dom_qt[t]] for t, q in enumerate(QUESTION_TYPES)},
         }
-        if spec.dataset == "vqacp_v2":
+        if spec.dataset == "vqacp_v2" and spec.test_answers == "one":
             meta["dominant_test"] = {
                 q[0]: q[2][world.dom_qt_test[t]] for t, q in enumerate(QUESTION_TYPES)
             }
