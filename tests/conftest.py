@@ -169,7 +169,7 @@ def image_dependence(model, data: PreparedData, split_name: str = "test") -> flo
 def anti_prior_accuracy(data: PreparedData, split_name: str = "test") -> float:
     """Accuracy of the best question-only guess that avoids the training prior: per question
     type, the one answer other than its training-dominant answer that scores highest on
-    `split_name` (an upper bound for any image-free model that never gives the prior answer)."""
+    `split_name` (chosen with the test answers in hand, so no fixed per-type guess does better)."""
     from vqa.baseline import evaluate_predictions, prior_only_answers
     from vqa.synth import QUESTION_TYPES
 
