@@ -231,8 +231,8 @@ def _record_lookup(module: nn.Module, args: tuple) -> None:
 
     A module-level function rather than a closure, so ``copy.deepcopy`` gives the copy a hook
     that finds the copy's own mask."""
-    if not parametrize.is_parametrized(module, "weight") or not args:
-        return
+    if not torch.is_grad_enabled() or not parametrize.is_parametrized(module, "weight") or not args:
+        return  # without autograd there is no backward to spare (evaluation)
     ids = args[0]
     if not isinstance(ids, Tensor) or ids.dtype not in (torch.int32, torch.int64):
         return
