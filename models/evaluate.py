@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import torch
 
@@ -11,23 +13,35 @@ from vqa.cache import PreparedData
 
 
 @torch.no_grad()
-def predict(model: VQAModel, data: PreparedData, split_name: str, device: torch.device,
-            batch_size: int = 512) -> list[str]:  # fmt: skip
-    """The predicted answer of every question of the split: argmax of the main logits only."""
+def split_logits(
+    model: VQAModel, data: PreparedData, split_name: str, device: torch.device,
+    batch_size: int = 512,
+) -> Iterator[torch.Tensor]:  # fmt: skip
+    """The main logits (float32, [batch, answers]) of the split's questions, batch by batch, in
+    eval mode (bf16 autocast on CUDA); the model's train/eval mode is restored at the end."""
     split = data.split(split_name)
     was_training = model.training
     model.eval()
-    preds: list[str] = []
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-    for start in range(0, len(split), batch_size):
-        rows = np.arange(start, min(start + batch_size, len(split)))
-        batch = data.make_batch(split, rows).to(device)
-        with autocast:
-            logits, _ = model(
-                batch.input_ids, batch.attention_mask, batch.visual_feats, batch.visual_pos
-            )
-        preds += [data.answers[i] for i in logits.float().argmax(-1).tolist()]
-    model.train(was_training)
+    try:
+        for start in range(0, len(split), batch_size):
+            rows = np.arange(start, min(start + batch_size, len(split)))
+            batch = data.make_batch(split, rows).to(device)
+            with autocast:
+                logits, _ = model(
+                    batch.input_ids, batch.attention_mask, batch.visual_feats, batch.visual_pos
+                )
+            yield logits.float()
+    finally:
+        model.train(was_training)
+
+
+def predict(model: VQAModel, data: PreparedData, split_name: str, device: torch.device,
+            batch_size: int = 512) -> list[str]:  # fmt: skip
+    """The predicted answer of every question of the split: argmax of the main logits only."""
+    preds: list[str] = []
+    for logits in split_logits(model, data, split_name, device, batch_size):
+        preds += [data.answers[i] for i in logits.argmax(-1).tolist()]
     return preds
 
 

@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from models.config import ModelConfig, PretrainConfig, TrainConfig
-from models.evaluate import evaluate_split
+from models.evaluate import evaluate_split, split_logits
 from models.objectives import ObjectiveConfig, build_objective
 from models.vqa_model import (
     VQAModel,
@@ -250,13 +250,9 @@ def calibrate_head_for_sigmoid(
     a `ce` head says "yes" to most answers, the first stage-1 losses are ~10x the question-only
     floor and their gradients erase the pre-trained grounding (docs/CALIBRATION.md). After the
     shift sigmoid(z - c) ~ softmax(z); the argmax, and so every prediction, is unchanged."""
-    model.eval()
-    split = data.split("pretrain")
     total, n = 0.0, 0
-    for i in range(0, len(split), batch_size):
-        b = data.make_batch(split, np.arange(i, min(i + batch_size, len(split)))).to(device)
-        logits, _ = model(b.input_ids, b.attention_mask, b.visual_feats, b.visual_pos)
-        total += torch.logsumexp(logits.float(), dim=-1).sum().item()
+    for logits in split_logits(model, data, "pretrain", device, batch_size):
+        total += torch.logsumexp(logits, dim=-1).sum().item()
         n += logits.shape[0]
     shift = total / max(1, n)
     model.head[-1].bias.sub_(shift)
