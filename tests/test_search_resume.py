@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -23,16 +24,42 @@ def _env() -> dict[str, str]:
     return {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_CHDIR_TO_TRIAL_DIR": "0"}
 
 
-def _checkpointed_trials(run_dir: Path, finished: set[str]) -> list[Path]:
+def _resumable_checkpoint(run_dir: Path, finished: set[str], to_go: int) -> float | None:
+    """When the checkpoint of an unfinished trial with at least `to_go` epochs still to run was
+    written (mtime, s), or None when no trial is such."""
     # The test looks at Ray's trial directories only to time the kill; the product never does.
-    return [d for d in run_dir.glob("run_trial_*") if any(d.glob("checkpoint_*"))
-            and not any(t in d.name for t in finished)]  # fmt: skip
+    for trial_dir in run_dir.glob("run_trial_*"):
+        checkpoints = sorted(trial_dir.glob("checkpoint_*"))
+        results = trial_dir / "result.json"
+        if any(t in trial_dir.name for t in finished) or not checkpoints or not results.is_file():
+            continue
+        try:
+            last = json.loads(results.read_text().splitlines()[-1])
+            left = int(last["config"]["epochs"]) - int(last["epochs_done"])
+            written = checkpoints[-1].stat().st_mtime
+        except (IndexError, KeyError, ValueError, FileNotFoundError):
+            continue  # a line still being written, or a checkpoint just replaced by the next
+        if not last.get("trial_complete") and left >= to_go:
+            return written
+    return None
+
+
+def _snapshot_after(run_dir: Path, moment: float, timeout: float = 20.0) -> bool:
+    """Wait until Tune's experiment snapshot was written after `moment` (a file mtime)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if any(p.stat().st_mtime > moment for p in run_dir.glob("experiment_state-*.json")):
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def test_killed_sweep_resumes_without_losing_or_repeating_trials(
     tiny_bench: Bench, tiny_stage1: Path, tmp_path: Path
 ) -> None:
-    hps = {"epochs": {"type": "int", "low": 2, "high": 6}}
+    # An epoch of the tiny model takes about half a second, a trial's start several: many epochs
+    # leave a window of seconds in which a trial is running and has a checkpoint on record.
+    hps = {"epochs": {"type": "int", "low": 12, "high": 24}}
     config = sweep_config(tiny_bench, tiny_stage1, tmp_path, num_samples=4, hyperparameters=hps)
     run_dir = tmp_path / "runs" / "sweep"
     proc = subprocess.Popen([TICKETS, "search", str(config)], env=_env(),
@@ -43,12 +70,13 @@ def test_killed_sweep_resumes_without_losing_or_repeating_trials(
         parquet = run_dir / "trials.parquet"
         if parquet.is_file():
             trials = pd.read_parquet(parquet)
-            done = trials[trials["status"] == "finished"]
-            if len(done) >= 1 and _checkpointed_trials(run_dir, set(done["trial_id"])):
-                time.sleep(2.5)  # let an experiment snapshot record that checkpoint
+            done = set(trials.loc[trials["status"] == "finished", "trial_id"])
+            written = _resumable_checkpoint(run_dir, done, to_go=6) if done else None
+            # Kill only once a snapshot has recorded that checkpoint, and kill at once.
+            if written is not None and _snapshot_after(run_dir, written):
                 before = pd.read_parquet(parquet)
                 break
-        time.sleep(0.2)
+        time.sleep(0.1)
     assert before is not None, "no trial finished in time"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
