@@ -24,8 +24,8 @@ def test_sweep_on_a_two_node_cluster_uses_both_nodes(
     from ray.cluster_utils import Cluster
 
     # One CPU per node and one per trial: two concurrent trials must sit on different nodes.
-    # Three epochs a trial so that trials overlap: with one, a clone run once finished each
-    # trial before the next was placed, and all four ran on the head node.
+    # Eight epochs (about 4 s) a trial so that trials overlap: with one, a clone run once
+    # finished each trial before the next was placed, and all four ran on the head node.
     cluster = Cluster(initialize_head=True, connect=False,
                       head_node_args={"num_cpus": 1, "include_dashboard": False})  # fmt: skip
     try:
@@ -35,7 +35,7 @@ def test_sweep_on_a_two_node_cluster_uses_both_nodes(
                               max_concurrent_trials=2)  # fmt: skip
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_CHDIR_TO_TRIAL_DIR": "0"}
         run = subprocess.run([TICKETS, "search", str(config), "--address", cluster.address,
-                              "pruning.epochs=3"], env=env, capture_output=True, text=True,
+                              "pruning.epochs=8"], env=env, capture_output=True, text=True,
                              timeout=900)  # fmt: skip
         assert run.returncode == 0, run.stderr[-3000:]
         trials = pd.read_parquet(tmp_path / "runs" / "sweep" / "trials.parquet")
