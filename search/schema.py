@@ -5,9 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Direction = Literal["max", "min"]
+
+SEARCH_METRICS = (
+    *(f"sel_{k}" for k in ("overall", "yes_no", "number", "other")),
+    *(f"realised_{g}" for g in ("language", "visual", "cross", "pooler", "overall")),
+    "remaining_params",
+)
+"""Columns a trial reports after every epoch and at its end, so searchers and schedulers can use
+them: selection accuracies (%), realised sparsities, weights kept. Test metrics come only at the
+end, and Tune stops a sweep whose metric is missing from a report."""
 
 
 class HyperParameter(BaseModel):
@@ -112,6 +121,15 @@ class SearchConfig(BaseModel):
     """Seconds between experiment snapshots (what a resume after a crash starts from)."""
     dashboard: bool = False
     dashboard_host: str = "127.0.0.1"
+
+    @field_validator("metric")
+    @classmethod
+    def _reported(cls, metric: str | list[str]) -> str | list[str]:
+        for name in [metric] if isinstance(metric, str) else metric:
+            if name not in SEARCH_METRICS:
+                raise ValueError(f"{name!r} is not reported every epoch; use one of "
+                                 f"{', '.join(SEARCH_METRICS)}")  # fmt: skip
+        return metric
 
     @model_validator(mode="after")
     def _consistent(self) -> SearchConfig:

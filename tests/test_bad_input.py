@@ -97,7 +97,10 @@ CASES = [
                  id="unknown-searcher"),
     pytest.param(search("search.searcher=nsga2"), "nsga2' is multi-objective",
                  id="nsga2-single-metric"),
-    pytest.param(search("search.metric=[a, b]", "search.mode=[max, min]",
+    pytest.param(search("search.metric=test_overall"),
+                 "search.metric: Value error, 'test_overall' is not reported every epoch; "
+                 "use one of sel_overall", id="metric-only-at-the-end"),
+    pytest.param(search("search.metric=[sel_overall, remaining_params]", "search.mode=[max, min]",
                         "search.scheduler=asha"), "needs a single metric", id="asha-two-metrics"),
     pytest.param(search("search.budgets=[1.5]"), "budgets must be fractions", id="budget-above-1"),
     pytest.param(search("search.hyperparameters={lr: {type: loguniform, low: 0, high: 1}}"),
