@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -78,6 +79,8 @@ while True:
 
 
 def test_killing_the_parquet_writer_leaves_the_previous_file_readable(tmp_path: Path) -> None:
+    from search.results import write_tables
+
     proc = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)], stdout=subprocess.PIPE,
                             text=True, cwd=Path(__file__).parent.parent)  # fmt: skip
     written = 0
@@ -90,9 +93,12 @@ def test_killing_the_parquet_writer_leaves_the_previous_file_readable(tmp_path: 
     assert len(trials) == 20000 and trials["trial_id"].nunique() == 1
     assert int(trials["trial_id"].iloc[0][1:]) >= written
     assert len(pd.read_parquet(tmp_path / "epochs.parquet")) == 10
-    # What a kill can leave is a hidden temporary sibling, never a partial result file.
+    # What a kill can leave is a hidden temporary sibling, never a partial result file; the
+    # next write removes it.
     others = {p.name for p in tmp_path.iterdir()} - {"trials.parquet", "epochs.parquet"}
     assert all(n.startswith(".") and n.endswith(".tmp") for n in others), others
+    write_tables(tmp_path, trials.head(1), trials.head(1))
+    assert {p.name for p in tmp_path.iterdir()} == {"trials.parquet", "epochs.parquet"}
 
 
 def _kill_after(args: list[str], writes: int, cwd: Path) -> int:
@@ -139,8 +145,7 @@ def test_killing_the_cache_writer_leaves_a_complete_cache(
     assert tokens in (12, 13)
     for name in tiny_bench.data.split_names:  # every split reads back whole
         assert len(data.split(name)) == len(tiny_bench.data.split(name))
-    others = {p.name for p in tmp_path.iterdir()} - {"cache"}
-    assert all(n.startswith(".cache.") for n in others), others
+    assert {p.name for p in tmp_path.iterdir()} == {"cache"}  # the reader removed leftovers
 
 
 CHECKPOINT_WRITER = """
@@ -180,8 +185,7 @@ def test_killing_the_checkpoint_writer_leaves_a_complete_checkpoint(
     model, _ = load_checkpoint_model(last, tiny_bench.data, head="required")
     # The weights and the training state are of the same version: never a mix of two writes.
     assert torch.all(model.head[-1].bias == float(state["epoch"]))
-    others = {p.name for p in tmp_path.iterdir()} - {"last"}
-    assert all(n.startswith(".last.") for n in others), others
+    assert {p.name for p in tmp_path.iterdir()} == {"last"}  # the reader removed leftovers
 
 
 def test_a_directory_left_aside_between_the_fallback_renames_comes_back(tmp_path: Path) -> None:
@@ -192,14 +196,45 @@ def test_a_directory_left_aside_between_the_fallback_renames_comes_back(tmp_path
     target = tmp_path / "best"
     with atomic_dir(target) as tmp:
         (tmp / "v").write_text("1")
-    os.replace(target, tmp_path / ".best.old-4242")  # the state a kill leaves
-    (tmp_path / ".best.abc.tmp").mkdir()  # and the half-written new one
+    host, dead = socket.gethostname(), _dead_pid()
+    os.replace(target, tmp_path / f".best.old-{host}-{dead}")  # the state a kill leaves
+    (tmp_path / f".best.{host}-{dead}.abc.tmp").mkdir()  # and the half-written new one
     recover_dir(target)
     assert (target / "v").read_text() == "1"
-    assert not (tmp_path / ".best.old-4242").exists()
+    assert {p.name for p in tmp_path.iterdir()} == {"best"}
     with atomic_dir(target) as tmp:
         (tmp / "v").write_text("2")
     assert (target / "v").read_text() == "2"
+
+
+def test_only_leftovers_of_dead_writers_of_this_host_are_removed(tmp_path: Path) -> None:
+    from vqa.atomic import atomic_path, recover_dir
+
+    target = tmp_path / "best"
+    target.mkdir()
+    host, dead = socket.gethostname(), _dead_pid()
+    kept = {f".best.{host}-{os.getpid()}.live.tmp",  # a writer still running
+            ".best.other-host-1.remote.tmp",  # a writer on another node of a shared filesystem
+            f".best.old-other-host-{dead}", ".best.abc.tmp"}  # fmt: skip
+    gone = {f".best.{host}-{dead}.xyz.tmp", f".best.old-{host}-{dead}"}
+    for name in kept | gone:
+        (tmp_path / name).mkdir()
+    (tmp_path / f".best.json.{host}-{dead}.q1.tmp").write_text("half")  # atomic_path's kind
+    recover_dir(target)
+    assert {p.name for p in tmp_path.iterdir()} == kept | {
+        "best",
+        f".best.json.{host}-{dead}.q1.tmp",
+    }
+    with atomic_path(tmp_path / "best.json") as tmp:
+        tmp.write_text("{}")
+    assert {p.name for p in tmp_path.iterdir()} == kept | {"best", "best.json"}
+
+
+def _dead_pid() -> int:
+    """The pid of a process of this host that has exited and been reaped."""
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    return int(proc.stdout)
 
 
 DASHBOARD = """

@@ -11,6 +11,7 @@ import glob
 import json
 import os
 import shutil
+import socket
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -23,7 +24,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary sibling of `path`; on success rename it onto `path`, on error remove it."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    remove_leftovers(target)
+    fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(target), suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -46,13 +48,14 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
 
     Where the filesystem can swap two directories in one step (Linux ``renameat2`` with
     ``RENAME_EXCHANGE``: ext4, xfs, btrfs, tmpfs) `path` is never absent. Elsewhere the old
-    directory is first renamed aside to ``.<name>.old-<pid>``; a kill between the two renames
-    leaves it there, and :func:`recover_dir` (called here and by the readers) puts it back.
+    directory is first renamed aside to ``.<name>.old-<host>-<pid>``; a kill between the two
+    renames leaves it there, and :func:`recover_dir` (called here and by the readers) puts it
+    back. Temporary names carry host and pid too, so what a killed writer left is removed later.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     recover_dir(target)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(target), suffix=".tmp", dir=target.parent))
     try:
         yield tmp
     except BaseException:
@@ -63,7 +66,7 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
         return
     old = None
     if target.exists():
-        old = target.with_name(f".{target.name}{_OLD}{os.getpid()}")
+        old = target.with_name(f".{target.name}{_OLD}{_owner()}")
         os.replace(target, old)
     os.replace(tmp, target)
     if old is not None:
@@ -71,6 +74,54 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
 
 
 _OLD = ".old-"
+
+
+def _owner() -> str:
+    """``<host>-<pid>`` of this process: names of temporary and set-aside paths carry it."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _tmp_prefix(target: Path) -> str:
+    return f".{target.name}.{_owner()}."
+
+
+def _gone(owner: str) -> bool:
+    """Whether `owner` (``<host>-<pid>``) names a process of this host that no longer runs;
+    False for other hosts (a shared filesystem) and for anything unparseable."""
+    host, _, pid = owner.rpartition("-")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # e.g. EPERM: the pid runs, as another user
+        return False
+    return False
+
+
+def remove_leftovers(path: str | os.PathLike[str]) -> None:
+    """Remove what writers of `path` that were killed on this host left beside it: temporary
+    files and directories, and (once `path` exists again) directories set aside."""
+    target = Path(path)
+    if not target.parent.is_dir():
+        return
+    head = f".{target.name}."
+    for entry in target.parent.glob(f"{glob.escape(head)}*"):
+        rest = entry.name[len(head) :]
+        if rest.endswith(".tmp"):
+            owner = rest[: -len(".tmp")].rpartition(".")[0]  # <owner>.<random>.tmp
+        elif rest.startswith(_OLD[1:]) and target.exists():
+            owner = rest[len(_OLD) - 1 :]
+        else:
+            continue
+        if _gone(owner):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+
+
 _RENAME_EXCHANGE = 2  # linux/fs.h
 
 
@@ -104,11 +155,14 @@ def _libc() -> ctypes.CDLL | None:
 
 def recover_dir(path: str | os.PathLike[str]) -> None:
     """If `path` is missing because a writer was killed between the two renames of
-    :func:`atomic_dir`'s fallback, put the complete old directory back (the newest, if several)."""
+    :func:`atomic_dir`'s fallback, put the complete old directory back (the newest, if several);
+    then remove what killed writers left (:func:`remove_leftovers`)."""
     target = Path(path)
-    if target.exists() or not target.parent.is_dir():
+    if not target.parent.is_dir():
         return
-    pattern = f".{glob.escape(target.name)}{_OLD}*"
-    aside = sorted(target.parent.glob(pattern), key=lambda p: p.stat().st_mtime)
-    if aside:
-        os.replace(aside[-1], target)
+    if not target.exists():
+        pattern = f".{glob.escape(target.name)}{_OLD}*"
+        aside = sorted(target.parent.glob(pattern), key=lambda p: p.stat().st_mtime)
+        if aside:
+            os.replace(aside[-1], target)
+    remove_leftovers(target)
