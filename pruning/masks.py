@@ -100,18 +100,6 @@ def exact_mask(scores: Tensor, sparsity: float) -> Tensor:
     return _mask_with_count(scores, _num_pruned(scores.numel(), sparsity))
 
 
-class _StraightThrough(torch.autograd.Function):
-    """Forward: the stored binary mask; backward: ∂L/∂Ŝ = ∂L/∂m."""
-
-    @staticmethod
-    def forward(ctx, scores: Tensor, mask: Tensor) -> Tensor:
-        return mask.clone()
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
-        return grad, None
-
-
 class _MaskedWeight(torch.autograd.Function):
     """Forward: ``masked`` (= W ⊙ m, cached); backward: ∂L/∂Ŝ = ∂L/∂m = ∂L/∂(W⊙m) ⊙ W, and
     ∂L/∂W = ∂L/∂(W⊙m) ⊙ m should W train.
@@ -143,11 +131,6 @@ class _MaskedWeight(torch.autograd.Function):
         grad_scores = weight * grad if want_scores else None
         grad_weight = mask * grad if want_weight else None
         return grad_scores, grad_weight, None, None, None
-
-
-def straight_through(scores: Tensor, mask: Tensor) -> Tensor:
-    """``mask`` in the forward (exactly), its gradient passed to ``scores`` unchanged."""
-    return _StraightThrough.apply(scores, mask)
 
 
 def magnitude_init_scores(

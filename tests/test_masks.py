@@ -21,7 +21,6 @@ from pruning.masks import (
     recompute_masks,
     remove_masks,
     sparsity_report,
-    straight_through,
 )
 
 TRIPLE = {"language": 0.9, "visual": 0.3, "cross": 0.75}
@@ -81,20 +80,6 @@ def test_exact_mask_with_all_equal_scores() -> None:
     assert exact_mask(torch.ones(4), 1.0).sum() == 0
     with pytest.raises(ValueError, match="outside"):
         exact_mask(torch.ones(4), 1.5)
-
-
-def test_straight_through_gradient_equals_gradient_wrt_mask() -> None:
-    torch.manual_seed(0)
-    w = torch.randn(5, 7)
-    scores = torch.randn(5, 7, requires_grad=True)
-    mask = exact_mask(scores.detach(), 0.4)
-    out = straight_through(scores, mask)
-    assert torch.equal(out, mask)  # the forward is the binary mask exactly
-    (w * out).sum().backward()
-    m = mask.clone().requires_grad_(True)
-    (w * m).sum().backward()
-    assert torch.equal(scores.grad, m.grad)
-    assert torch.equal(scores.grad, w)
 
 
 def test_magnitude_init_scores_eq3() -> None:
