@@ -247,10 +247,25 @@ def format_prune_metrics(metrics: dict) -> str:
 @app.command("export")
 @bad_input_exits_2
 def export_cmd(
-    run_dir: Annotated[Path, typer.Argument(help="A finished `tickets prune` output directory.")],
-    out: Annotated[
-        Path | None, typer.Option(help="Directory to write (default RUN_DIR/export).")
+    run_dir: Annotated[
+        Path,
+        typer.Argument(
+            help="A finished `tickets prune` output directory, or with --trial a "
+            "sweep's run directory."
+        ),  # fmt: skip
+    ],
+    out_dir: Annotated[
+        Path | None,
+        typer.Argument(
+            metavar="[OUT]",
+            help="Directory to write (default RUN_DIR/export, or RUN_DIR/export-ID with --trial).",
+            show_default=False,
+        ),  # fmt: skip
     ] = None,
+    trial: Annotated[
+        str | None, typer.Option(help="A finished trial of the sweep (trial_id in trials.parquet).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="The same as OUT.")] = None,
 ) -> None:
     """Bake the kept mask into the weights: a plain `from_pretrained` directory plus the masks
     packed one bit per weight and the realised sparsity per module."""
@@ -258,15 +273,25 @@ def export_cmd(
     from pruning.train import load_pruned
     from search.config import load_config
 
-    saved = run_dir / "config.yaml"
-    if not saved.is_file():
-        raise InputError(f"{run_dir}: not a pruning run directory (no config.yaml)")
-    cfg = load_config(saved)
-    if cfg.pruning is None:
-        raise InputError(f"{saved}: no 'pruning:' block; not a pruning run")
-    model, tokenizer, answers = load_pruned(cfg.pruning, cfg.stage3)
-    target = out if out is not None else run_dir / "export"
-    report = export_pruned(model, answers, tokenizer, saved.read_text(), target)
+    if out is not None and out_dir is not None and out != out_dir:
+        raise InputError(f"export: OUT {out_dir} and --out {out} disagree; give one")
+    out = out if out is not None else out_dir
+    if trial is not None:
+        from search.trial_export import export_trial
+
+        target = out if out is not None else run_dir / f"export-{trial}"
+        report = export_trial(run_dir, trial, target)
+    else:
+        saved = run_dir / "config.yaml"
+        if not saved.is_file():
+            hint = " (a sweep? give --trial ID)" if (run_dir / "tickets.yaml").is_file() else ""
+            raise InputError(f"{run_dir}: not a pruning run directory (no config.yaml){hint}")
+        cfg = load_config(saved)
+        if cfg.pruning is None:
+            raise InputError(f"{saved}: no 'pruning:' block; not a pruning run")
+        model, tokenizer, answers = load_pruned(cfg.pruning, cfg.stage3)
+        target = out if out is not None else run_dir / "export"
+        report = export_pruned(model, answers, tokenizer, saved.read_text(), target)
     parts = [f"{g} {report[g]['realised']:.4f}" for g in ("language", "visual", "cross", "overall")
              if g in report]  # fmt: skip
     typer.echo(f"wrote {target} (realised sparsity: {', '.join(parts)})")

@@ -22,7 +22,8 @@ EPOCHS_FILE = "epochs.parquet"
 GROUPS = ("language", "visual", "cross")
 
 
-def _status(trial: Any) -> str:
+def trial_status(trial: Any) -> str:
+    """The status column of trials.parquet: finished, early_stopped, error, running, pending."""
     result = trial.last_result or {}
     if trial.status == "TERMINATED":
         return "finished" if result.get("trial_complete") else "early_stopped"
@@ -60,7 +61,7 @@ def trial_tables(
     rows, epoch_rows = [], []
     for trial in sorted(trials, key=_order):
         config, result = trial.config or {}, trial.last_result or {}
-        status = _status(trial)
+        status = trial_status(trial)
         history = _history(result, "history_json")
         stage3 = _history(result, "stage3_history_json")
         row: dict[str, Any] = {

@@ -252,6 +252,11 @@ def run_search(cfg: RunConfig, name: str | None, address: str | None,
     return run_dir
 
 
+def experiment_path(cfg: RunConfig) -> str:
+    """Where Ray keeps a sweep's experiment state and trial checkpoints (a path or a URI)."""
+    return f"{_storage(cfg)[0].rstrip('/')}/{cfg.search.name}"
+
+
 def load_run(run_dir: Path) -> RunConfig:
     """The resolved config saved in a run directory; an `InputError` if it is not a sweep."""
     if not (run_dir / CONFIG_FILE).is_file():
@@ -264,7 +269,7 @@ def resume_search(run_dir: Path, address: str | None,
     """Continue an interrupted sweep: finished trials stay, unfinished ones continue."""
     cfg = load_run(run_dir)
     storage, _ = _storage(cfg)
-    experiment = f"{storage.rstrip('/')}/{cfg.search.name}"
+    experiment = experiment_path(cfg)
     if not tune.Tuner.can_restore(experiment):
         raise InputError(f"{run_dir}: no Ray Tune experiment state to resume from")
     init_ray(cfg, address)
@@ -279,17 +284,20 @@ def resume_search(run_dir: Path, address: str | None,
 def collect(run_dir: Path) -> tuple[Any, Any]:
     """(trials, epochs) DataFrames of a sweep from Ray's experiment state; rewrites the files."""
     cfg = load_run(run_dir)
-    storage, _ = _storage(cfg)
-    experiment = f"{storage.rstrip('/')}/{cfg.search.name}"
-    try:
-        analysis = tune.ExperimentAnalysis(experiment)
-    except Exception as e:  # Ray raises several types for a missing or corrupt state
-        raise InputError(f"{run_dir}: cannot read the experiment state ({e})") from None
+    analysis = experiment_analysis(run_dir, cfg)
     extra = _callback(cfg, run_dir).extra
     trials, epochs = trial_tables(analysis.trials, list(cfg.search.hyperparameters), extra)
     trials, epochs = _keep_terminal_rows(run_dir, trials, epochs)
     write_tables(run_dir, trials, epochs)
     return trials, epochs
+
+
+def experiment_analysis(run_dir: Path, cfg: RunConfig) -> tune.ExperimentAnalysis:
+    """Ray's view of the sweep saved in `run_dir`: its trials, results and checkpoints."""
+    try:
+        return tune.ExperimentAnalysis(experiment_path(cfg))
+    except Exception as e:  # Ray raises several types for a missing or corrupt state
+        raise InputError(f"{run_dir}: cannot read the experiment state ({e})") from None
 
 
 TERMINAL = ("finished", "early_stopped", "error")

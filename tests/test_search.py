@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import optuna
 import pandas as pd
 import pytest
+import torch
 import yaml
 from typer.testing import CliRunner
 
+from models.evaluate import evaluate_split
+from models.train import load_checkpoint_model
 from search.cli import app
 from tests.conftest import Bench
 
@@ -66,6 +70,24 @@ def test_tpe_sweep_writes_parquet_and_a_persistent_study(
     assert again.exit_code == 0, again.output
     pd.testing.assert_frame_equal(pd.read_parquet(run_dir / "trials.parquet"), trials)
 
+    # The best trial exported from its checkpoint is that trial: its realised sparsity, and the
+    # exported model scores the trial's test accuracy.
+    best = trials.loc[trials["sel_overall"].idxmax()]
+    out = tmp_path / "best-export"
+    exported = CliRunner().invoke(app, ["export", str(run_dir), "--trial", best["trial_id"],
+                                        str(out)])  # fmt: skip
+    assert exported.exit_code == 0, exported.output
+    saved = json.loads((out / "sparsity.json").read_text())
+    for group in ("language", "visual", "cross", "overall"):
+        assert saved[group]["realised"] == pytest.approx(best[f"realised_{group}"], abs=1e-12)
+    model, _ = load_checkpoint_model(out, tiny_bench.data, head="required")
+    test = evaluate_split(model, tiny_bench.data, "test", torch.device("cpu"))
+    assert test["overall"] == pytest.approx(best["test_overall"], abs=1e-9)
+    wrong = CliRunner().invoke(app, ["export", str(run_dir), "--trial", "nosuch",
+                                     str(tmp_path / "nothing")])  # fmt: skip
+    assert wrong.exit_code == 2 and "no trial 'nosuch'" in wrong.output
+    assert not (tmp_path / "nothing").exists()
+
 
 def tiny_stage1_sizes(stage1: Path) -> dict[str, int]:
     from search.tuner import model_sizes
@@ -96,6 +118,12 @@ def test_asha_stops_trials_early_and_optuna_counts_them_pruned(
     states = sorted(t.state.name for t in study.trials)
     assert states.count("PRUNED") == len(stopped)
     assert states.count("COMPLETE") == (trials["status"] == "finished").sum()
+    # A stopped trial has no final mask and no test metrics to export.
+    out = tmp_path / "stopped-export"
+    refused = CliRunner().invoke(app, ["export", str(run_dir), "--trial", stopped.index[0],
+                                       str(out)])  # fmt: skip
+    assert refused.exit_code == 2 and "did not finish (early_stopped)" in refused.output
+    assert not out.exists()
 
 
 def test_grid_sweep_runs_the_coarse_then_the_fine_pass(
