@@ -133,11 +133,8 @@ def load_masks(model: nn.Module, path: str | os.PathLike[str]) -> None:
 
 @torch.no_grad()
 def _baked_copy(model: VQAModel) -> VQAModel:
-    """A plain VQAModel with W ⊙ m baked in, sharing every other tensor with ``model``.
-
-    Not ``deepcopy`` + :func:`remove_masks`: a deep copy shares torch's injected
-    ``Parametrized*`` classes with the original, and removing a parametrization deletes the
-    weight property from that shared class, which breaks the original model."""
+    """A plain VQAModel with W ⊙ m baked in, sharing every other tensor with ``model`` (cheaper
+    than ``deepcopy`` + :func:`remove_masks`, which would copy the whole model)."""
     state = {k: v for k, v in model.state_dict().items() if ".parametrizations." not in k}
     for name, _ in named_score_masks(model):
         module_name, attr = name.rsplit(".", 1)

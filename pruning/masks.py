@@ -9,11 +9,8 @@ Each prunable weight (:func:`models.structure.prunable_groups`) gets a
 The module's ``weight`` then reads ``W ⊙ m``; the original weight lives at
 ``<module>.parametrizations.weight.original``. ``copy.deepcopy(model)`` works, and
 :func:`remove_masks` bakes ``W ⊙ m`` into a plain weight so ``state_dict()`` has the original
-Hugging Face names again (loadable into a fresh ``LxmertModel`` with ``strict=True``).
-Never call :func:`remove_masks` on a deep copy while the original is still in use: parametrize
-gives each masked module a generated class that the copy shares, and removing the
-parametrization deletes ``weight`` from that class (``pruning.export`` builds a baked copy from
-the state dict instead).
+Hugging Face names again (loadable into a fresh ``LxmertModel`` with ``strict=True``); on a deep
+copy it leaves the original masked.
 
 **When the mask is binarised.** The forward uses the *stored* ``mask`` buffer; it is recomputed from
 the current scores only by :func:`recompute_masks` (each tensor at its own exact count), which a
@@ -359,6 +356,10 @@ def remove_masks(model: nn.Module) -> None:
     for module, p in _score_masks(model):
         original = module.parametrizations.weight.original
         baked = original * p.mask
+        # parametrize gives a module a generated class that a deep copy shares; removing the
+        # parametrization deletes `weight` from the class, so first give this module its own.
+        cls = type(module)
+        module.__class__ = type(cls.__name__, cls.__bases__, dict(vars(cls)))
         parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
         module.weight.copy_(baked)
         for hooks in (module._forward_pre_hooks, module._forward_hooks):

@@ -242,6 +242,20 @@ def test_remove_masks_bakes_and_restores_plain_state_dict(masked) -> None:
         assert torch.equal(p, model.backbone.state_dict()[name])
 
 
+def test_remove_masks_on_a_deep_copy_leaves_the_original_masked(masked) -> None:
+    _, model = masked
+    x = batch()
+    logits = model(**x)[0]
+    twin = copy.deepcopy(model)
+    remove_masks(twin)
+    assert not mask_parameters(twin) and torch.equal(twin(**x)[0], logits)
+    # The original still reads W ⊙ m through its masks, and can itself be baked afterwards.
+    assert len(mask_parameters(model)) == len(masks_by_name(model)) > 0
+    assert torch.equal(model(**x)[0], logits)
+    remove_masks(model)
+    assert not mask_parameters(model) and torch.equal(model(**x)[0], logits)
+
+
 def test_uniform_mode_every_tensor_at_overall() -> None:
     model = tiny_model()
     apply_masks(model, {"overall": 0.55}, mode="uniform")
