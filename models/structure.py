@@ -51,13 +51,15 @@ def prunable_groups(model: nn.Module) -> dict[str, list[str]]:
     """Names of the prunable weights of each modality group, keys ``language``, ``visual``,
     ``cross``, ``pooler`` in that order.
 
-    ``model`` is a ``transformers.LxmertModel`` or any module containing exactly one. The names
-    are keys of ``dict(model.named_parameters())`` (e.g. ``backbone.``-prefixed for a wrapper),
-    listed in ``named_parameters()`` order. Raises ``ValueError`` if there is no LxmertModel.
+    ``model`` is a ``transformers.LxmertModel`` or any module containing exactly one, masked or
+    not. The names are ``<module path>.weight`` as ``model.named_parameters()`` lists them for an
+    unmasked model (e.g. ``backbone.``-prefixed for a wrapper), in that order; on a masked model
+    (``torch.nn.utils.parametrize``) they are the same names, and ``model.get_submodule(path)``
+    resolves each. Raises ``ValueError`` if there is no LxmertModel.
     """
     lxmert = find_lxmert(model)
     group_of: dict[int, str] = {}  # id(parameter) -> group
-    params = dict(lxmert.named_parameters())
+    params = named_weights(lxmert)
     for local_name, group in _SINGLE_WEIGHTS.items():
         group_of[id(params[local_name])] = group
     for module_name, module in lxmert.named_modules():
@@ -65,11 +67,11 @@ def prunable_groups(model: nn.Module) -> dict[str, list[str]]:
             continue
         for prefix, group in _LINEAR_PREFIXES.items():
             if module_name.startswith(prefix):
-                group_of[id(module.weight)] = group
+                group_of[id(params[f"{module_name}.weight"])] = group
 
     # Names are taken from `model` itself, so they resolve there even when a weight is shared.
     groups: dict[str, list[str]] = {group: [] for group in GROUPS}
-    for name, param in model.named_parameters():
+    for name, param in named_weights(model).items():
         group = group_of.get(id(param))
         if group is not None:
             groups[group].append(name)
@@ -78,8 +80,25 @@ def prunable_groups(model: nn.Module) -> dict[str, list[str]]:
 
 def group_sizes(model: nn.Module) -> dict[str, int]:
     """Number of weights (elements) in each group of :func:`prunable_groups`, same keys."""
-    params = dict(model.named_parameters())
+    params = named_weights(model)
     return {
         group: sum(params[name].numel() for name in names)
         for group, names in prunable_groups(model).items()
     }
+
+
+_ORIGINAL = ".parametrizations.weight.original"
+
+
+def named_weights(model: nn.Module) -> dict[str, nn.Parameter]:
+    """``dict(model.named_parameters())``, except that a parametrized (masked) weight appears
+    under its own name ``<module>.weight`` (its original, which parametrize keeps at
+    ``<module>.parametrizations.weight.original``) and the parametrizations' own parameters
+    (mask scores) are left out."""
+    out: dict[str, nn.Parameter] = {}
+    for name, param in model.named_parameters():
+        if name.endswith(_ORIGINAL):
+            out[name.removesuffix(_ORIGINAL) + ".weight"] = param
+        elif ".parametrizations." not in name:
+            out[name] = param
+    return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
+from torch.nn.utils.parametrize import is_parametrized
 from transformers import LxmertConfig, LxmertModel
 
 from models.structure import group_sizes, prunable_groups
@@ -111,6 +112,18 @@ def test_wrapper_names_are_prefixed_and_exclude_the_head() -> None:
     plain = prunable_groups(backbone)
     assert groups == {k: ["backbone." + n for n in v] for k, v in plain.items()}
     assert group_sizes(wrapper) == group_sizes(backbone)
+
+
+def test_a_masked_model_has_the_same_groups_names_and_sizes() -> None:
+    from pruning.masks import apply_masks
+
+    wrapper = Wrapper(tiny_lxmert())
+    groups, sizes = prunable_groups(wrapper), group_sizes(wrapper)
+    apply_masks(wrapper, {"language": 0.5, "visual": 0.3, "cross": 0.7}, "modality")
+    assert prunable_groups(wrapper) == groups and group_sizes(wrapper) == sizes
+    for name in (n for names in groups.values() for n in names):
+        module, attr = name.rsplit(".", 1)  # each name resolves, to a masked weight
+        assert attr == "weight" and is_parametrized(wrapper.get_submodule(module), "weight")
 
 
 def test_nested_deeper() -> None:
