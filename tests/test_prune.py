@@ -173,6 +173,28 @@ def test_export_refuses_what_is_not_a_finished_run(tmp_path: Path) -> None:
     )
 
 
+def test_masks_are_recomputed_every_t_m_steps_and_at_each_epoch_end(
+    tiny_bench: Bench, tiny_stage1: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pruning.train
+    from pruning.masks import recompute_masks
+
+    calls: list[int] = []
+
+    def counted(model: torch.nn.Module) -> None:  # the real recomputation, counted
+        calls.append(1)
+        recompute_masks(model)
+
+    monkeypatch.setattr(pruning.train, "recompute_masks", counted)
+    config = _config(tiny_bench, tiny_stage1, tmp_path, epochs=2, recompute_every=3)
+    result = CliRunner().invoke(app, ["prune", str(config)])
+    assert result.exit_code == 0, result.output
+    history = json.loads((tmp_path / "prune" / "metrics.json").read_text())["history"]
+    steps = history[-1]["steps"]
+    assert steps == 2 * history[0]["steps"] and steps % 3 != 0  # so rounding would show
+    assert len(calls) == steps // 3 + 2
+
+
 def test_masks_reload_into_a_fresh_model(tiny_bench: Bench, tiny_stage1: Path, tmp_path: Path):
     from models.structure import group_sizes
     from pruning.masks import apply_masks
