@@ -1,4 +1,5 @@
-"""Full-model training: `tickets pretrain` (BCE on the balanced split) and stage 1 (`finetune`).
+"""Full-model training: `tickets pretrain` (`ce` by default, on the balanced split) and stage 1
+(`finetune`).
 
 Output directory (`<stage>.output_dir`):
   config.yaml      the resolved run config

@@ -192,7 +192,8 @@ def pretrain_cmd(
     ],
     overrides: Overrides = None,
 ) -> None:
-    """Pre-train a small LXMERT with BCE on the balanced split (synthetic benchmark only)."""
+    """Pre-train a small LXMERT on the balanced split, loss `pretrain.loss` (default `ce`, as
+    LXMERT's own QA pre-training; synthetic benchmark only)."""
     _train_stage("pretrain", config, overrides)
 
 
