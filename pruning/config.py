@@ -6,7 +6,7 @@ Sparsities are fractions removed. The allocation is asked for in one of three wa
   the third), with all three (the budget follows from them), or with none (every group at
   `sparsity`: the uniform allocation of the triple);
 - `mode: uniform` (every prunable tensor at `sparsity`) or `mode: global` (all prunable weights
-  ranked together), both with `sparsity` only.
+  ranked together, at the first mask and at every recomputation), both with `sparsity` only.
 """
 
 from __future__ import annotations

@@ -105,7 +105,8 @@ def _read_mask_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, dict
 @torch.no_grad()
 def load_masks(model: nn.Module, path: str | os.PathLike[str]) -> None:
     """Copy the masks of a :func:`save_masks` file into the model's ScoreMask buffers; the model
-    must carry the same masks (same names, shapes and zero counts). All or nothing."""
+    must carry the same masks (same names, shapes and zero counts; for masks of a ``global``
+    pool, the same total count, each mask then taking the count it loads). All or nothing."""
     path = Path(path)
     bits, meta = _read_mask_file(path)
     targets = dict(named_score_masks(model))
@@ -123,12 +124,20 @@ def load_masks(model: nn.Module, path: str | os.PathLike[str]) -> None:
         except ValueError as e:
             raise InputError(f"{path}: corrupt mask for {name} ({e})") from None
         zeros = int((masks[name] == 0).sum())
-        if zeros != p.num_pruned:
+        if zeros != p.num_pruned and p.pool is None:
             raise InputError(
                 f"{path}: {name} has {zeros} pruned weights, the model's mask {p.num_pruned}"
             )
+    for pool in {p.pool for p in targets.values()} - {None}:
+        names = [n for n, p in targets.items() if p.pool == pool]
+        zeros = sum(int((masks[n] == 0).sum()) for n in names)
+        if zeros != (expected := sum(targets[n].num_pruned for n in names)):
+            raise InputError(f"{path}: the {pool} masks have {zeros} pruned weights in all, "
+                             f"the model's {expected}")  # fmt: skip
     for name, p in targets.items():
         p.mask.copy_(masks[name].to(dtype=p.mask.dtype, device=p.mask.device))
+        p.num_pruned = int((masks[name] == 0).sum())
+        p.invalidate()
 
 
 @torch.no_grad()

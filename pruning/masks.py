@@ -28,10 +28,11 @@ the mask scores. Parameters outside the LxmertModel (the answer head) are not to
 - ``modality``: each tensor at its group's ``sparsities["language" | "visual" | "cross"]``; the
   pooler at ``sparsities["pooler"]`` if given, else ``sparsities["overall"]``, else the
   size-weighted mean of the triple (the budget s of eq. 10);
-- ``global``: all language+visual+cross weights ranked together by |W|; exactly
-  ``round(overall · N)`` of them (N = their total count) are pruned, and each tensor keeps the
-  number of pruned weights this global ranking gives it, fixed thereafter. The pooler is pruned
-  on its own at ``sparsities.get("pooler", overall)``.
+- ``global`` (the paper's "matrix-specific" sparsity): all language+visual+cross weights ranked
+  together; exactly ``round(overall · N)`` of them (N = their total count) are pruned. The first
+  mask ranks |W|; every :func:`recompute_masks` ranks these tensors' scores together again (one
+  threshold for all of them), so weights move between tensors while the total stays exact. The
+  pooler is pruned on its own at ``sparsities.get("pooler", overall)``.
 
 Ties in scores or |W| are broken by flattened index (stable sort: lower index pruned first), so
 every count is exact even when all values are equal.
@@ -141,9 +142,13 @@ def magnitude_init_scores(
 class ScoreMask(nn.Module):
     """Parametrization ``W -> W ⊙ m``, m the stored mask with a straight-through path to the
     scores. ``num_pruned`` (the exact zero count), ``requested`` (the sparsity asked for this
-    tensor) and ``group`` are plain attributes."""
+    tensor), ``group`` and ``pool`` (``"global"`` when the count is shared with the other
+    tensors of that pool and moves between them at each recomputation; else None) are plain
+    attributes."""
 
-    def __init__(self, scores: Tensor, num_pruned: int, requested: float, group: str) -> None:
+    def __init__(
+        self, scores: Tensor, num_pruned: int, requested: float, group: str, pool: str | None = None
+    ) -> None:
         super().__init__()
         if not 0 <= num_pruned <= scores.numel():
             raise ValueError(f"num_pruned {num_pruned} outside [0, {scores.numel()}]")
@@ -152,6 +157,7 @@ class ScoreMask(nn.Module):
         self.num_pruned = int(num_pruned)
         self.requested = float(requested)
         self.group = group
+        self.pool = pool
         # W ⊙ m, rebuilt only when W or m change: between threshold recomputations it is
         # constant, so the forward needs no product and no copy (see _cache_key).
         self._masked: Tensor | None = None
@@ -203,6 +209,7 @@ class ScoreMask(nn.Module):
         return (
             f"group={self.group}, shape={tuple(self.scores.shape)}, "
             f"num_pruned={self.num_pruned}, requested={self.requested:g}"
+            + (f", pool={self.pool}" if self.pool else "")
         )
 
 
@@ -328,7 +335,8 @@ def apply_masks(
             scores = _mask_with_count(weight.detach().abs(), counts[name]) * (alpha * phi)
             module_name, attr = name.rsplit(".", 1)
             module = model.get_submodule(module_name)
-            mask = ScoreMask(scores, counts[name], requested[group], group)
+            pool = "global" if mode == "global" and group in BUDGET_GROUPS else None
+            mask = ScoreMask(scores, counts[name], requested[group], group, pool)
             parametrize.register_parametrization(module, attr, mask)
             if isinstance(module, nn.Embedding) and attr == "weight":
                 module.register_forward_pre_hook(_record_lookup)
@@ -343,9 +351,27 @@ def mask_parameters(model: nn.Module) -> list[nn.Parameter]:
 
 @torch.no_grad()
 def recompute_masks(model: nn.Module) -> None:
-    """Re-binarise every mask from its current scores at its own exact zero count."""
+    """Re-binarise every mask from its current scores: each at its own exact zero count, except
+    masks of a pool (``global`` mode), which are ranked together at their total count."""
+    pools: dict[str, list[ScoreMask]] = {}
     for _, p in _score_masks(model):
-        p.recompute()
+        if p.pool is None:
+            p.recompute()
+        else:
+            pools.setdefault(p.pool, []).append(p)
+    for masks in pools.values():
+        _recompute_together(masks)
+
+
+def _recompute_together(masks: list[ScoreMask]) -> None:
+    """One exact count over the scores of all `masks` (ties by position in that order)."""
+    flat = torch.cat([p.scores.detach().flatten() for p in masks])
+    keep = _mask_with_count(flat, sum(p.num_pruned for p in masks))
+    del flat
+    for p, chunk in zip(masks, torch.split(keep, [p.scores.numel() for p in masks]), strict=True):
+        p.mask.copy_(chunk.view_as(p.mask))
+        p.num_pruned = int((chunk == 0).sum())
+        p.invalidate()
 
 
 @torch.no_grad()

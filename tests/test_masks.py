@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from transformers import LxmertModel
 from models.config import ArchitectureConfig
 from models.structure import prunable_groups
 from models.vqa_model import VQAModel, small_backbone
+from pruning.export import load_masks, named_score_masks, save_masks
 from pruning.masks import (
     ScoreMask,
     apply_masks,
@@ -22,6 +24,7 @@ from pruning.masks import (
     remove_masks,
     sparsity_report,
 )
+from vqa.errors import InputError
 
 TRIPLE = {"language": 0.9, "visual": 0.3, "cross": 0.75}
 
@@ -266,7 +269,7 @@ def test_uniform_mode_every_tensor_at_overall() -> None:
     assert all(r["requested"] == pytest.approx(0.55) for r in report.values())
 
 
-def test_global_mode_overall_within_one_weight_per_tensor() -> None:
+def test_global_mode_ranks_all_budget_weights_together(tmp_path: Path) -> None:
     model = tiny_model()
     params = {n: p.detach().clone() for n, p in model.named_parameters()}
     groups = prunable_groups(model)
@@ -288,12 +291,36 @@ def test_global_mode_overall_within_one_weight_per_tensor() -> None:
     assert gone.max() <= kept.min()
     (pooler,) = groups["pooler"]
     assert int((masks[pooler] == 0).sum()) == round(0.7 * masks[pooler].numel())
-    # Each tensor keeps its count after recomputation.
+    # Recomputation ranks the scores of all budget tensors together again: the total stays,
+    # the weights move between tensors with their scores.
+    score = {n: p for n, p in named_score_masks(model)}
+    low = groups["cross"][0]  # the one tensor whose scores all fall below every other score
     with torch.no_grad():
-        for s in mask_parameters(model):
-            s.copy_(torch.rand_like(s))
+        for name, p in score.items():
+            p.scores.copy_(torch.rand_like(p.scores) + (0.0 if name == low else 1.0))
     recompute_masks(model)
-    assert sum(int((masks_by_name(model)[n] == 0).sum()) for n in budget_names) == pruned
+    after = masks_by_name(model)
+    assert sum(int((after[n] == 0).sum()) for n in budget_names) == pruned
+    assert not after[low].any() and after[low].numel() < pruned  # pruned as a whole now
+    assert all(score[n].num_pruned == int((after[n] == 0).sum()) for n in score)
+    kept = torch.cat([score[n].scores[after[n] == 1] for n in budget_names])
+    gone = torch.cat([score[n].scores[after[n] == 0] for n in budget_names])
+    assert gone.max() <= kept.min()
+    assert int((after[pooler] == 0).sum()) == round(0.7 * after[pooler].numel())  # on its own
+    # A saved global mask (counts moved) loads into a fresh global model; a wrong total does not.
+    path = tmp_path / "masks.safetensors"
+    save_masks(model, path)
+    fresh = tiny_model()
+    apply_masks(fresh, {"overall": 0.7}, mode="global")
+    load_masks(fresh, path)
+    assert all(torch.equal(m, after[n]) for n, m in masks_by_name(fresh).items())
+    assert {n: p.num_pruned for n, p in named_score_masks(fresh)} == {
+        n: p.num_pruned for n, p in score.items()
+    }
+    other = tiny_model()
+    apply_masks(other, {"overall": 0.6, "pooler": 0.7}, mode="global")  # the pooler agrees
+    with pytest.raises(InputError, match="the global masks have .* pruned weights in all"):
+        load_masks(other, path)
 
 
 def test_bad_requests_fail() -> None:

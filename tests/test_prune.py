@@ -76,10 +76,12 @@ def test_prune_cli_trains_masks_at_the_requested_allocation(
     assert other.exit_code == 2 and "holds a run with a different config" in other.stderr
 
 
+@pytest.mark.parametrize("mode", ["modality", "global"])
 def test_export_predicts_exactly_what_the_run_reported(
-    tiny_bench: Bench, tiny_stage1: Path, tmp_path: Path
+    tiny_bench: Bench, tiny_stage1: Path, tmp_path: Path, mode: str
 ) -> None:
-    config = _config(tiny_bench, tiny_stage1, tmp_path, epochs=1)
+    allocation = {"language": None, "visual": None} if mode == "global" else {}
+    config = _config(tiny_bench, tiny_stage1, tmp_path, epochs=1, mode=mode, **allocation)
     assert CliRunner().invoke(app, ["prune", str(config)]).exit_code == 0
     result = CliRunner().invoke(app, ["export", str(tmp_path / "prune")])
     assert result.exit_code == 0, result.output
@@ -99,6 +101,10 @@ def test_export_predicts_exactly_what_the_run_reported(
             assert torch.all(params[name][mask == 0] == 0), name
             pruned += int((mask == 0).sum())
         assert pruned == report[group]["pruned"], group
+    if mode == "global":  # one exact count over the three groups, whatever moved between them
+        overall = report["overall"]
+        assert overall["pruned"] == round(0.5 * overall["numel"])
+        assert metrics["history"][0]["mask_change"] > 0
     test = evaluate_split(model, tiny_bench.data, "test", torch.device("cpu"))
     assert test == metrics["test"]
     # One bit per weight (each tensor padded to whole bytes).
