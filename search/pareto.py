@@ -18,6 +18,12 @@ ALLOCATION = ("s_language", "s_visual", "s_cross")
 DIRECTIONS = ("max", "min")
 # Columns shown in the report's table next to the objectives, when present and not objectives.
 REPORT_EXTRA = ("remaining_params", "test_overall")
+# Short names for --objectives and --color: "ood" is the OOD test accuracy (VQA-VS: the mean over
+# its OOD sets; VQA-CP v2: the test split, which is out of distribution), "params" the weights kept.
+ALIASES: dict[str, tuple[str, ...]] = {
+    "ood": ("test_ood_mean", "test_overall"),
+    "params": ("remaining_params",),
+}
 # Rows compared at once in `non_dominated`: bounds memory at BLOCK * n * k booleans.
 BLOCK = 512
 
@@ -197,6 +203,13 @@ def format_table(front: pd.DataFrame, objectives: Objectives, extra: Sequence[st
     return table.to_string(index=False, formatters=formatters)
 
 
+def resolve_alias(df: pd.DataFrame, column: str) -> str:
+    """`column`, or for a name of :data:`ALIASES` the first of its columns that `df` has."""
+    if column in df.columns or column not in ALIASES:
+        return column
+    return next((c for c in ALIASES[column] if c in df.columns), ALIASES[column][-1])
+
+
 def pareto_report(
     run_dir: Path,
     objectives: Objectives,
@@ -206,8 +219,9 @@ def pareto_report(
     """The front of run_dir's trials, its table, and the files written (parquet and two PNGs)."""
     run_dir = Path(run_dir)
     df = load_trials(run_dir, include_early_stopped)
+    objectives = [(resolve_alias(df, c), d) for c, d in objectives]
     check_columns(df, objectives)
-    color = color or objectives[0][0]
+    color = resolve_alias(df, color) if color else objectives[0][0]
     _require_numeric(df, [color], what="colour column")
     _require_numeric(df, ALLOCATION, what="allocation column")
     which = "finished or early-stopped" if include_early_stopped else "finished"

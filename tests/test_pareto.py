@@ -87,7 +87,7 @@ def trials_frame(n: int = 12, seed: int = 0) -> pd.DataFrame:
 
 def write_run(tmp_path: Path, df: pd.DataFrame) -> Path:
     run = tmp_path / "run"
-    run.mkdir()
+    run.mkdir(parents=True)
     df.to_parquet(run / "trials.parquet", index=False)
     return run
 
@@ -213,6 +213,23 @@ def test_report_on_partial_sweep(tmp_path: Path, n_objectives: int) -> None:
     for tid in front["trial_id"]:
         assert tid in text
     assert "test_yes_no" in text and "s_cross" in text
+
+
+def test_the_short_names_ood_and_params(tmp_path: Path) -> None:
+    """`--objectives ood:max,params:min` (DESIGN.md's example): VQA-VS's mean over its OOD
+    sets where trials have it, else the (VQA-CP v2) test accuracy; the weights kept."""
+    df = trials_frame(16)
+    vqavs = write_run(tmp_path / "vs", df)
+    front, text, _ = pareto_report(vqavs, [("ood", "max"), ("params", "min")])
+    expected = [("test_ood_mean", "max"), ("remaining_params", "min")]
+    assert set(front["trial_id"]) == brute_front(df, expected)
+    assert "test_ood_mean (max), remaining_params (min)" in text
+    assert (vqavs / "ternary_test_ood_mean.png").is_file()
+    vqacp = write_run(tmp_path / "cp", df.drop(columns="test_ood_mean"))
+    front, text, _ = pareto_report(vqacp, [("ood", "max"), ("params", "min")], color="ood")
+    expected = [("test_overall", "max"), ("remaining_params", "min")]
+    assert set(front["trial_id"]) == brute_front(df, expected)
+    assert (vqacp / "ternary_test_overall.png").is_file()
 
 
 def test_report_without_finished_trials(tmp_path: Path) -> None:
