@@ -350,7 +350,11 @@ def results_cmd(
 def pareto_cmd(
     run_dir: Annotated[Path, typer.Argument(help="A sweep's run directory (finished or not).")],
     objectives: Annotated[
-        str, typer.Option(help="Two or three COLUMN:max|min of trials.parquet, comma-separated.")
+        str,
+        typer.Option(
+            help="Two or three COLUMN:max|min of trials.parquet, comma-separated; "
+            "ood and params are short names (README)."
+        ),  # fmt: skip
     ] = "test_overall:max,remaining_params:min",
     color: Annotated[
         str | None, typer.Option(help="Column colouring the ternary map (default: the first).")
