@@ -34,11 +34,13 @@ def _loss_from_name(value: Any) -> Any:
 class PruneConfig(TrainConfig):
     """Stage 2: mask training (`method: mask`, loss L2 = `loss`) or one-shot magnitude pruning
     (`method: omp`) of the stage-1 model at `checkpoint` (default `<finetune.output_dir>/best`).
-    Training defaults are the seed code's: AdamW lr 5e-5, no warm-up, no weight decay, 20 epochs."""
+    Training defaults are the seed code's: AdamW lr 5e-5, no warm-up, no weight decay, 20 epochs,
+    batch 256 (its GPU batch)."""
 
     model_config = ConfigDict(extra="forbid")
 
     epochs: int = Field(20, ge=1)
+    batch_size: int = Field(256, ge=1)
     warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0)
     checkpoint: Path | None = None
     method: Literal["mask", "omp"] = "mask"
@@ -51,7 +53,8 @@ class PruneConfig(TrainConfig):
     alpha: float = Field(2.0, gt=0.0)
     phi: float = Field(0.01, gt=0.0)
     recompute_every: int = Field(100, ge=1)
-    """t_m: steps between threshold recomputations (each tensor's mask re-binarised)."""
+    """t_m: steps between threshold recomputations (each tensor's mask re-binarised at its exact
+    count; in `global` mode all budget tensors ranked together)."""
     loss: ObjectiveConfig = ObjectiveConfig(name="lmh")
 
     _loss_name = field_validator("loss", mode="before")(_loss_from_name)
