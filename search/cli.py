@@ -258,7 +258,7 @@ def export_cmd(
     out_dir: Annotated[
         Path | None,
         typer.Argument(
-            metavar="[OUT]",
+            metavar="OUT",
             help="Directory to write (default RUN_DIR/export, or RUN_DIR/export-ID with --trial).",
             show_default=False,
         ),  # fmt: skip
