@@ -83,9 +83,9 @@ def test_export_predicts_exactly_what_the_run_reported(
     allocation = {"language": None, "visual": None} if mode == "global" else {}
     config = _config(tiny_bench, tiny_stage1, tmp_path, epochs=1, mode=mode, **allocation)
     assert CliRunner().invoke(app, ["prune", str(config)]).exit_code == 0
-    result = CliRunner().invoke(app, ["export", str(tmp_path / "prune")])
+    exported = tmp_path / "exported"  # OUT given as DESIGN writes it: after RUN_DIR
+    result = CliRunner().invoke(app, ["export", str(tmp_path / "prune"), str(exported)])
     assert result.exit_code == 0, result.output
-    exported = tmp_path / "prune" / "export"
     metrics = json.loads((tmp_path / "prune" / "metrics.json").read_text())
     # A plain from_pretrained directory whose zeros are the kept mask's.
     model = VQAModel(load_backbone(exported), tiny_bench.data.num_answers)
@@ -177,6 +177,10 @@ def test_export_refuses_what_is_not_a_finished_run(tmp_path: Path) -> None:
     assert (
         result.stderr.strip() == f"error: {tmp_path}: not a pruning run directory (no config.yaml)"
     )
+    both = CliRunner().invoke(app, ["export", str(tmp_path), str(tmp_path / "a"), "--out",
+                                    str(tmp_path / "b")])  # fmt: skip
+    assert both.exit_code == 2 and "disagree; give one" in both.stderr
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
 def test_masks_are_recomputed_every_t_m_steps_and_at_each_epoch_end(
