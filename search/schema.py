@@ -98,8 +98,9 @@ class SearchConfig(BaseModel):
     """Where runs live: a local directory or a URI (s3://, gs://, ...), shared on a cluster."""
     name: str | None = None
     searcher: Literal["tpe", "gp", "nsga2", "random", "grid"] = "gp"
-    """Default `gp` (Optuna's GPSampler; docs/BENCHMARKS.md: it reached the grid's best in
-    fewer trial-epochs than `tpe`); `nsga2` when several metrics are given and no searcher."""
+    """Default `gp` (Optuna's GPSampler; docs/BENCHMARKS.md: on the benchmark's earlier data it
+    reached the grid's best in fewer trial-epochs than `tpe`; on today's, no searcher reached it
+    within the cap); `nsga2` when several metrics are given and no searcher."""
     scheduler: Literal["fifo", "asha"] = "fifo"
     num_samples: int = Field(20, ge=1)
     max_concurrent_trials: int = Field(1, ge=1)
