@@ -114,7 +114,7 @@ def load_masks(model: nn.Module, path: str | os.PathLike[str]) -> None:
         raise InputError(f"{path}: mask for {extra[0]}, which the model has no mask for")
     if missing := [n for n in targets if n not in bits]:
         raise InputError(f"{path}: no mask for {missing[0]} (the model has one)")
-    masks = {}
+    masks, zeros = {}, {}
     for name, p in targets.items():
         shape = meta[name].get("shape")
         if shape != list(p.mask.shape):
@@ -123,20 +123,20 @@ def load_masks(model: nn.Module, path: str | os.PathLike[str]) -> None:
             masks[name] = unpack_mask(bits[name], shape)
         except ValueError as e:
             raise InputError(f"{path}: corrupt mask for {name} ({e})") from None
-        zeros = int((masks[name] == 0).sum())
-        if zeros != p.num_pruned and p.pool is None:
+        zeros[name] = int((masks[name] == 0).sum())
+        if zeros[name] != p.num_pruned and p.pool is None:
             raise InputError(
-                f"{path}: {name} has {zeros} pruned weights, the model's mask {p.num_pruned}"
+                f"{path}: {name} has {zeros[name]} pruned weights, the model's mask {p.num_pruned}"
             )
     for pool in {p.pool for p in targets.values()} - {None}:
         names = [n for n, p in targets.items() if p.pool == pool]
-        zeros = sum(int((masks[n] == 0).sum()) for n in names)
-        if zeros != (expected := sum(targets[n].num_pruned for n in names)):
-            raise InputError(f"{path}: the {pool} masks have {zeros} pruned weights in all, "
+        total = sum(zeros[n] for n in names)
+        if total != (expected := sum(targets[n].num_pruned for n in names)):
+            raise InputError(f"{path}: the {pool} masks have {total} pruned weights in all, "
                              f"the model's {expected}")  # fmt: skip
     for name, p in targets.items():
         p.mask.copy_(masks[name].to(dtype=p.mask.dtype, device=p.mask.device))
-        p.num_pruned = int((masks[name] == 0).sum())
+        p.num_pruned = zeros[name]
         p.invalidate()
 
 
