@@ -48,8 +48,12 @@ def _snapshot_after(run_dir: Path, moment: float, timeout: float = 20.0) -> bool
     """Wait until Tune's experiment snapshot was written after `moment` (a file mtime)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
-        if any(p.stat().st_mtime > moment for p in run_dir.glob("experiment_state-*.json")):
-            return True
+        for path in run_dir.glob("experiment_state-*.json"):
+            try:
+                if path.stat().st_mtime > moment:
+                    return True
+            except FileNotFoundError:  # replaced while we looked
+                pass
         time.sleep(0.05)
     return False
 
