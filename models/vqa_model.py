@@ -157,3 +157,14 @@ def pick_device(choice: str) -> torch.device:
             raise InputError("model.device is 'cuda' but no CUDA device is available")
         return torch.device("cuda")
     return torch.device("cpu")
+
+
+def describe_device(device: torch.device) -> str:
+    """What a run trains on, for its results: ``cpu``, or ``cuda:<index> <name> <uuid>`` of the
+    current CUDA device (the UUID names the physical GPU, whatever CUDA_VISIBLE_DEVICES says)."""
+    if device.type != "cuda":
+        return device.type
+    index = torch.cuda.current_device() if device.index is None else device.index
+    props = torch.cuda.get_device_properties(index)
+    uuid = getattr(props, "uuid", None)
+    return f"cuda:{index} {props.name}" + (f" GPU-{uuid}" if uuid is not None else "")

@@ -72,6 +72,7 @@ def trial_tables(
             "retries": int(getattr(trial, "num_failures", 0) or 0),
             "node": result.get("node"),
             "hostname": result.get("hostname"),
+            "device": result.get("device"),
             "wall_s": float(result.get("time_total_s", math.nan)),
             "epochs": int(result.get("epochs_done", 0)),
             "s_overall": config.get("sparsity"),

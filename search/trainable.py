@@ -20,6 +20,7 @@ import ray
 import yaml
 from ray import tune
 
+from models.vqa_model import describe_device, pick_device
 from pruning.train import prune
 from search.config import validate_config
 
@@ -70,7 +71,8 @@ def run_trial(config: dict[str, Any], base: dict[str, Any]) -> None:
     blocks = ("data", "pruning") + (("stage3",) if cfg.stage3 is not None else ())
     dumped = cfg.model_dump(mode="json")
     config_yaml = yaml.safe_dump({n: dumped[n] for n in blocks}, sort_keys=False)
-    where = {"node": ray.get_runtime_context().get_node_id(), "hostname": socket.gethostname()}
+    where = {"node": ray.get_runtime_context().get_node_id(), "hostname": socket.gethostname(),
+             "device": describe_device(pick_device(cfg.model.device))}  # fmt: skip
     done = {"n": 0}
     for path in (out / "metrics.json", out / "stage3" / "metrics.json"):
         if path.is_file():
