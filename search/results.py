@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+import ray
 from ray import tune
 
 from vqa.atomic import atomic_path
@@ -31,11 +33,34 @@ def trial_status(trial: Any) -> str:
 
 
 def _error(trial: Any) -> str | None:
-    path = getattr(trial, "error_file", None)
-    if trial.status != "ERROR" or not path or not Path(path).is_file():
+    """The last line of a failed trial's error file (at most 500 characters); None otherwise."""
+    if trial.status != "ERROR":
         return None
-    lines = [ln.strip() for ln in Path(path).read_text(errors="replace").splitlines() if ln.strip()]
+    text = _error_text(trial)
+    if text is None:
+        return None
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     return lines[-1][:500] if lines else "error"
+
+
+def _error_text(trial: Any) -> str | None:
+    """The trial's error file: from the driver's staging directory while the sweep runs (Ray
+    writes it there and copies it to the trial directory at the next snapshot), else from the
+    trial directory on the experiment's storage, which needs no Ray runtime."""
+    name = trial.run_metadata.error_filename
+    if not name:
+        return None
+    # `trial.local_path` asserts that Ray is initialised: only the sweep's own process has it.
+    if ray.is_initialized():
+        staged = Path(trial.local_path, name)
+        if staged.is_file():
+            return staged.read_text(errors="replace")
+    fs, path = trial.storage.storage_filesystem, f"{trial.storage.trial_fs_path}/{name}"
+    try:
+        with fs.open_input_stream(path) as f:
+            return f.readall().decode(errors="replace")
+    except (OSError, pa.ArrowException):  # not synced yet, or removed
+        return None
 
 
 def _order(trial: Any) -> tuple[int, str]:

@@ -1,0 +1,150 @@
+"""Every command that reads a sweep's run directory, as the installed `tickets` in a fresh
+process (no Ray runtime of the sweep's): `results`, `pareto`, `export --trial`, `resume`; on real
+sweeps made by a real `tickets search` subprocess, one of them with failed trials."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.conftest import Bench
+from tests.test_search import sweep_config
+
+TICKETS = str(Path(sys.executable).parent / "tickets")
+pytestmark = pytest.mark.ray
+
+
+def tickets(*args: str, umask: int = 0o022, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run the installed `tickets` in a fresh process with `umask`; its output as text."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_CHDIR_TO_TRIAL_DIR": "0"}
+    return subprocess.run([TICKETS, *args], env=env, capture_output=True, text=True,
+                          timeout=timeout, umask=umask)  # fmt: skip
+
+
+@dataclass
+class Sweep:
+    """A finished sweep: its run directory, the umask its `tickets search` ran under and the
+    mode of the trials.parquet that sweep wrote."""
+
+    run_dir: Path
+    umask: int
+    trials_mode: int
+
+
+def _search(root: Path, bench: Bench, stage1: Path, umask: int, *overrides: str, **search) -> Sweep:
+    config = sweep_config(bench, stage1, root, **search)
+    done = tickets("search", str(config), *overrides, umask=umask)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run_dir = root / "runs" / "sweep"
+    return Sweep(run_dir, umask, (run_dir / "trials.parquet").stat().st_mode & 0o777)
+
+
+@pytest.fixture(scope="module")
+def clean(tiny_bench: Bench, tiny_stage1: Path, tmp_path_factory: pytest.TempPathFactory) -> Sweep:
+    """Three TPE trials of two epochs, all finished (umask 0o002: a group-writable setup)."""
+    return _search(tmp_path_factory.mktemp("clean"), tiny_bench, tiny_stage1, 0o002,
+                   num_samples=3)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def failing(
+    tiny_bench: Bench, tiny_stage1: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Sweep:
+    """Two TPE trials that each fail once after their first epoch, with no retries: both end as
+    `error` (the fault ledger lets a later attempt pass, which a resume makes)."""
+    inject = {"epoch": 1, "kind": "raise", "times": 1}
+    return _search(tmp_path_factory.mktemp("failing"), tiny_bench, tiny_stage1, 0o022,
+                   num_samples=2, failure={"max_retries": 0, "inject": inject})  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def failing_results(failing: Sweep, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`tickets results` of the failing sweep in a fresh process, its Parquet files removed first
+    (as after a `kill -9` before any was written); a copy of what it wrote (a later test resumes
+    the sweep, which rewrites them)."""
+    for name in ("trials.parquet", "epochs.parquet"):
+        (failing.run_dir / name).unlink()
+    done = tickets("results", str(failing.run_dir))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "wrote" in done.stdout and "(2 trials)" in done.stdout
+    copy = tmp_path_factory.mktemp("failing_results")
+    for name in ("trials.parquet", "epochs.parquet"):
+        shutil.copy2(failing.run_dir / name, copy / name)
+    return copy
+
+
+def test_results_in_a_fresh_process_reads_each_failed_trials_error(failing_results: Path) -> None:
+    trials = pd.read_parquet(failing_results / "trials.parquet")
+    assert len(trials) == 2 and (trials["status"] == "error").all()
+    # The last line of Ray's error file: the exception the trial raised.
+    assert (
+        trials["error"]
+        .str.contains("RuntimeError: injected fault at epoch 1 (attempt 1)", regex=False)
+        .all()
+    )
+    assert (trials["retries"] == 1).all() and (trials["epochs"] == 1).all()
+    epochs = pd.read_parquet(failing_results / "epochs.parquet")
+    assert sorted(epochs["trial_id"]) == sorted(trials["trial_id"])  # epoch 1 of each
+    assert (epochs["epoch"] == 1).all()
+
+
+def test_results_in_a_fresh_process_rebuilds_what_the_sweep_wrote(clean: Sweep) -> None:
+    path = clean.run_dir / "trials.parquet"
+    written = pd.read_parquet(path)
+    path.unlink()
+    (clean.run_dir / "epochs.parquet").unlink()
+    done = tickets("results", str(clean.run_dir), umask=clean.umask)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "trials: finished 3" in done.stdout
+    rebuilt = pd.read_parquet(path)
+    pd.testing.assert_frame_equal(rebuilt, written)
+    assert rebuilt["error"].isna().all() and (rebuilt["status"] == "finished").all()
+
+
+def test_pareto_and_export_in_fresh_processes(clean: Sweep, failing: Sweep, tmp_path: Path) -> None:
+    done = tickets("pareto", str(clean.run_dir), "--objectives",
+                   "sel_overall:max,realised_language:max")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    trials = pd.read_parquet(clean.run_dir / "trials.parquet").set_index("trial_id")
+    front = pd.read_parquet(clean.run_dir / "pareto.parquet")
+    assert 1 <= len(front) <= 3 and set(front["trial_id"]) <= set(trials.index)
+    best = trials["sel_overall"].idxmax()
+    assert trials.loc[best, "sel_overall"] == front["sel_overall"].max()
+    assert (clean.run_dir / "pareto.png").stat().st_size > 0
+
+    out = tmp_path / "exported"
+    done = tickets("export", str(clean.run_dir), "--trial", best, str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    saved = json.loads((out / "sparsity.json").read_text())
+    for group in ("language", "visual", "cross", "overall"):
+        assert saved[group]["realised"] == pytest.approx(trials.loc[best, f"realised_{group}"],
+                                                         abs=1e-12)  # fmt: skip
+    assert (out / "config.json").is_file()
+
+    errored = pd.read_parquet(failing.run_dir / "trials.parquet")["trial_id"].iloc[0]
+    refused = tickets("export", str(failing.run_dir), "--trial", errored, str(tmp_path / "no"))
+    assert refused.returncode == 2 and "did not finish (error)" in refused.stderr
+    assert not (tmp_path / "no").exists()
+
+
+def test_resume_in_a_fresh_process_reruns_the_failed_trials(
+    failing: Sweep, failing_results: Path
+) -> None:
+    before = pd.read_parquet(failing_results / "trials.parquet")
+    done = tickets("resume", str(failing.run_dir))
+    assert done.returncode == 0, done.stderr[-3000:]
+    after = pd.read_parquet(failing.run_dir / "trials.parquet")
+    assert sorted(after["trial_id"]) == sorted(before["trial_id"])  # no trial twice, none new
+    assert (after["status"] == "finished").all() and after["error"].isna().all()
+    assert (after["resumed_from_epoch"] == 1).all()  # from the checkpoint of epoch 1
+    epochs = pd.read_parquet(failing.run_dir / "epochs.parquet")
+    for _, group in epochs.groupby("trial_id"):
+        assert group["epoch"].tolist() == [1, 2]
