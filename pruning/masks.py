@@ -179,7 +179,23 @@ class ScoreMask(nn.Module):
         """Drop the cached W ⊙ m; the next forward rebuilds it."""
         self._masked, self._masked_key = None, ()
 
+    cache_product: bool = True
+    """Keep W ⊙ m between recomputations (one weight-sized buffer per mask) instead of building
+    it every forward. Class-wide; ``scripts/bench_gpu.py`` times and sizes both settings."""
+
     def forward(self, weight: Tensor) -> Tensor:
+        rows, self._lookup = self._lookup, None
+        if getattr(parametrize, "_cache_enabled", 1):
+            # Under parametrize.cached() this output may serve several lookups (or none).
+            rows = None
+        return _MaskedWeight.apply(self.scores, weight, self.mask, self._product(weight), rows)
+
+    @torch.no_grad()
+    def _product(self, weight: Tensor) -> Tensor:
+        """W ⊙ m: the cached one while W and m are unchanged (see _cache_key), or a fresh one."""
+        if not self.cache_product:
+            self.invalidate()
+            return weight * self.mask
         key = self._cache_key(weight)
         old = self._masked_key
         if (
@@ -190,14 +206,9 @@ class ScoreMask(nn.Module):
                 for a, b in zip(old, key, strict=True)
             )
         ):
-            with torch.no_grad():
-                self._masked = weight * self.mask
+            self._masked = weight * self.mask
             self._masked_key = key
-        rows, self._lookup = self._lookup, None
-        if getattr(parametrize, "_cache_enabled", 1):
-            # Under parametrize.cached() this output may serve several lookups (or none).
-            rows = None
-        return _MaskedWeight.apply(self.scores, weight, self.mask, self._masked, rows)
+        return self._masked
 
     @torch.no_grad()
     def recompute(self) -> None:

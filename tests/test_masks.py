@@ -474,3 +474,29 @@ def test_the_word_embedding_gradients_touch_only_looked_up_rows_and_equal_the_de
     # The lookup hooks leave with the masks.
     remove_masks(model)
     assert not embedding._forward_pre_hooks and not embedding._forward_hooks
+
+
+def test_masks_that_rebuild_the_product_every_forward_compute_what_cached_ones_do(masked) -> None:
+    _, cached = masked
+    cached.train()
+    fresh = copy.deepcopy(cached)
+    for module in fresh.modules():
+        if isinstance(module, ScoreMask):
+            module.cache_product = False
+    x = batch()
+    outputs = []
+    for model in (cached, fresh):
+        logits, _ = model(**x)
+        logits.square().sum().backward()
+        outputs.append(logits.detach())
+    torch.testing.assert_close(outputs[0], outputs[1], rtol=0, atol=0)
+    grads = [{n: p.scores.grad for n, p in named_score_masks(m)} for m in (cached, fresh)]
+    assert grads[0].keys() == grads[1].keys()
+    for name, grad in grads[0].items():
+        if grad is None:
+            assert grads[1][name] is None, name
+        else:
+            torch.testing.assert_close(grad, grads[1][name], rtol=0, atol=0, msg=name)
+    # The fresh masks hold no product between forwards: no weight-sized buffer per mask.
+    assert all(p._masked is None for _, p in named_score_masks(fresh))
+    assert all(p._masked is not None for _, p in named_score_masks(cached))
