@@ -177,7 +177,8 @@ def train_epoch(name: str, model: VQAModel, objective, params: list, optimizer, 
                 after_step: Callable[[], None] | None = None) -> list[float]:  # fmt: skip
     """One epoch over `split` in the seeded order of (cfg.seed, epoch): AdamW steps on `params`
     with gradient clipping, bf16 autocast on CUDA; returns the batch losses. A non-finite loss
-    stops the run (RuntimeError). `after_step` runs after every optimiser step."""
+    stops the run (RuntimeError, naming its step) once the next step is queued. `after_step`
+    runs after every optimiser step."""
     model.train()
     objective.train()
     order = np.random.default_rng([cfg.seed, epoch]).permutation(len(split))
@@ -186,6 +187,17 @@ def train_epoch(name: str, model: VQAModel, objective, params: list, optimizer, 
     losses: list[float] = []
     bar = tqdm(range(steps), desc=f"{name} epoch {epoch + 1}/{cfg.epochs}",
                disable=not progress, leave=False)  # fmt: skip
+    pending: torch.Tensor | None = None  # the previous step's loss, not yet read
+
+    def settle(loss: torch.Tensor, step: int) -> None:
+        # Reading a CUDA loss waits for its step; reading it one step late lets the host
+        # assemble the next batch while the device computes (a read per step idled the GPU).
+        value = loss.item()
+        if not math.isfinite(value):
+            raise RuntimeError(f"{name}: non-finite loss at epoch {epoch + 1}, step {step}")
+        losses.append(value)
+        bar.set_postfix(loss=f"{value:.4f}")
+
     for i in bar:
         rows = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
         batch = data.make_batch(split, rows).to(device)
@@ -194,7 +206,7 @@ def train_epoch(name: str, model: VQAModel, objective, params: list, optimizer, 
                 batch.input_ids, batch.attention_mask, batch.visual_feats, batch.visual_pos
             )
         loss = objective(logits.float(), batch.targets, batch.prior, pooled.float())
-        if not torch.isfinite(loss):
+        if device.type != "cuda" and not torch.isfinite(loss):  # free on the CPU: stop at once
             raise RuntimeError(f"{name}: non-finite loss at epoch {epoch + 1}, step {i + 1}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -203,8 +215,11 @@ def train_epoch(name: str, model: VQAModel, objective, params: list, optimizer, 
         scheduler.step()
         if after_step is not None:
             after_step()
-        losses.append(loss.item())
-        bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        if pending is not None:
+            settle(pending, i)
+        pending = loss.detach()
+    if pending is not None:
+        settle(pending, steps)
     return losses
 
 

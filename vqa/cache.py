@@ -39,8 +39,11 @@ class Batch:
     rows: np.ndarray  # (B,) int64
 
     def to(self, device: torch.device | str) -> Batch:
+        """The batch on `device`. To CUDA through pinned memory: a non-blocking copy from pageable
+        memory is a synchronous staged copy, so without pinning the host waits on every batch."""
+        cuda = torch.device(device).type == "cuda"
         move = {
-            k: v.to(device, non_blocking=True)
+            k: (v.pin_memory() if cuda else v).to(device, non_blocking=True)
             for k, v in self.__dict__.items()
             if isinstance(v, torch.Tensor)
         }
