@@ -17,6 +17,7 @@ import pytest
 
 from tests.conftest import Bench
 from tests.test_search import sweep_config
+from tests.test_umask import assert_shared
 
 TICKETS = str(Path(sys.executable).parent / "tickets")
 pytestmark = pytest.mark.ray
@@ -105,6 +106,7 @@ def test_results_in_a_fresh_process_rebuilds_what_the_sweep_wrote(clean: Sweep) 
     assert done.returncode == 0, done.stderr[-3000:]
     assert "trials: finished 3" in done.stdout
     rebuilt = pd.read_parquet(path)
+    assert path.stat().st_mode & 0o777 == 0o664  # rewritten under the same umask, 0o002
     pd.testing.assert_frame_equal(rebuilt, written)
     assert rebuilt["error"].isna().all() and (rebuilt["status"] == "finished").all()
 
@@ -121,13 +123,14 @@ def test_pareto_and_export_in_fresh_processes(clean: Sweep, failing: Sweep, tmp_
     assert (clean.run_dir / "pareto.png").stat().st_size > 0
 
     out = tmp_path / "exported"
-    done = tickets("export", str(clean.run_dir), "--trial", best, str(out))
+    done = tickets("export", str(clean.run_dir), "--trial", best, str(out), umask=0o002)
     assert done.returncode == 0, done.stderr[-3000:]
     saved = json.loads((out / "sparsity.json").read_text())
     for group in ("language", "visual", "cross", "overall"):
         assert saved[group]["realised"] == pytest.approx(trials.loc[best, f"realised_{group}"],
                                                          abs=1e-12)  # fmt: skip
     assert (out / "config.json").is_file()
+    assert_shared(out, 0o002)  # a model directory the group can share
 
     errored = pd.read_parquet(failing.run_dir / "trials.parquet")["trial_id"].iloc[0]
     refused = tickets("export", str(failing.run_dir), "--trial", errored, str(tmp_path / "no"))
@@ -148,3 +151,15 @@ def test_resume_in_a_fresh_process_reruns_the_failed_trials(
     epochs = pd.read_parquet(failing.run_dir / "epochs.parquet")
     for _, group in epochs.groupby("trial_id"):
         assert group["epoch"].tolist() == [1, 2]
+
+
+def test_a_sweeps_files_follow_the_umask(clean: Sweep, failing: Sweep, tmp_path: Path) -> None:
+    """trials.parquet as `tickets search` wrote it (umask 0o002 and 0o022), and a model
+    directory exported under 0o022."""
+    assert (clean.umask, clean.trials_mode) == (0o002, 0o664)
+    assert (failing.umask, failing.trials_mode) == (0o022, 0o644)
+    best = pd.read_parquet(clean.run_dir / "trials.parquet")["trial_id"].iloc[0]
+    out = tmp_path / "exported"
+    done = tickets("export", str(clean.run_dir), "--trial", best, str(out), umask=0o022)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert_shared(out, 0o022)

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import socket
+import stat
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -30,6 +31,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        _share(tmp_path, umask())  # mkstemp's (or the writer's own) 0600 would outlive the rename
         os.replace(tmp_path, target)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
@@ -58,6 +60,7 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(target), suffix=".tmp", dir=target.parent))
     try:
         yield tmp
+        _share(tmp, umask())  # mkdtemp's 0700 (and safetensors' 0600 files) would outlive it
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -74,6 +77,38 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
 
 
 _OLD = ".old-"
+
+
+def umask() -> int:
+    """The process's umask, read without changing it where Linux shows it (/proc/self/status);
+    elsewhere set to 0o077 for an instant, so a file another thread creates meanwhile is private
+    rather than open."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    old = os.umask(0o077)
+    os.umask(old)
+    return old
+
+
+def _share(root: Path, mask: int) -> None:
+    """Give `root` and what lies under it the modes a plain open() or mkdir() would under `mask`:
+    0o777 less `mask` for directories and executables, 0o666 less `mask` for other files.
+    Symbolic links are left alone."""
+    paths = [str(root)]
+    if root.is_dir() and not root.is_symlink():
+        for top, dirs, files in os.walk(root):  # does not follow links
+            paths += [os.path.join(top, name) for name in dirs + files]
+    for path in paths:
+        mode = os.lstat(path).st_mode
+        if stat.S_ISLNK(mode):
+            continue
+        full = 0o777 if stat.S_ISDIR(mode) or mode & 0o111 else 0o666
+        os.chmod(path, full & ~mask)
 
 
 def _owner() -> str:
