@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -24,7 +27,16 @@ from vqa.errors import InputError
 
 HEAD_FILE = "answer_head.safetensors"
 ANSWERS_FILE = "answers.json"
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+# In the order transformers prefers them; an `*.index.json` names the shards of a large model.
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+# Keys LxmertForPreTraining (and ForQuestionAnswering) keep beside the backbone, which
+# `LxmertModel.from_pretrained` skips (it strips their `lxmert.` prefix from the backbone's).
+PRETRAINING_HEADS = ("cls.", "obj_predict_head.", "answer_head.")
 
 
 class VQAModel(nn.Module):
@@ -87,29 +99,115 @@ def small_backbone(cfg: ArchitectureConfig, vocab_size: int, feature_dim: int) -
     return LxmertModel(config)
 
 
+def weight_file(path: Path) -> Path | None:
+    """The weights `from_pretrained` reads in `path` (first of `WEIGHT_FILES`), or None."""
+    return next((path / f for f in WEIGHT_FILES if (path / f).is_file()), None)
+
+
 def check_model_dir(path: str | os.PathLike[str], field: str = "model.checkpoint") -> Path:
     """`path` if it is a complete local checkpoint directory, else an `InputError` naming it
-    (and the config `field` it came from)."""
+    (and the config `field` it came from). A sharded checkpoint needs every shard it lists."""
     path = Path(path)
     recover_dir(path)
     if not path.is_dir():
         raise InputError(f"{path}: checkpoint directory not found ({field})")
     if not (path / "config.json").is_file():
         raise InputError(f"{path}: incomplete checkpoint directory, no config.json")
-    if not any((path / f).is_file() for f in WEIGHT_FILES):
-        raise InputError(f"{path}: incomplete checkpoint directory, no {' or '.join(WEIGHT_FILES)}")
+    weights = weight_file(path)
+    if weights is None:
+        raise InputError(
+            f"{path}: incomplete checkpoint directory, no model.safetensors or pytorch_model.bin "
+            "(nor the *.index.json of a sharded one)"
+        )
+    if weights.name.endswith(".index.json"):
+        for shard in _shards(weights):
+            if not (path / shard).is_file():
+                raise InputError(f"{weights}: shard {shard} not found in {path}")
     return path
 
 
-def load_backbone(path: str | os.PathLike[str], field: str = "model.checkpoint") -> LxmertModel:
-    """The LXMERT backbone of a local directory; never a hub download."""
-    path = check_model_dir(path, field)
-    hf_logging.disable_progress_bar()
+def _shards(index: Path) -> list[str]:
+    """The shard file names of a `*.index.json` (its `weight_map` values)."""
     try:
-        return LxmertModel.from_pretrained(str(path), local_files_only=True)
+        weight_map = json.loads(index.read_text()).get("weight_map")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        raise InputError(f"{index}: not a JSON object with a 'weight_map'") from None
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        raise InputError(f"{index}: field 'weight_map' must map weight names to shard files")
+    return sorted(set(weight_map.values()))
+
+
+def _keys(keys: list[str], shown: int = 3) -> str:
+    return ", ".join(keys[:shown]) + (", ..." if len(keys) > shown else "")
+
+
+def check_loading_info(weights: Path, info: dict, expected: int) -> str | None:
+    """Refuse (`InputError` naming `weights`) a load that left any of the `expected` backbone
+    weights missing or of another shape, or that met keys other than LXMERT's pre-training heads;
+    return a one-line summary of the head keys it skipped (None if there were none)."""
+    bad = f"{weights}: cannot load the LXMERT checkpoint"
+    if info.get("error_msgs"):
+        raise InputError(f"{bad} ({str(info['error_msgs'][0]).splitlines()[0]})")
+    missing = sorted(info.get("missing_keys", ()))
+    unexpected = sorted(info.get("unexpected_keys", ()))
+    heads = [k for k in unexpected if k.startswith(PRETRAINING_HEADS)]
+    others = [k for k in unexpected if not k.startswith(PRETRAINING_HEADS)]
+    if missing:
+        instead = (
+            f"; the file has instead {len(others)} other keys such as {others[0]}" if others else ""
+        )
+        raise InputError(
+            f"{bad}: {len(missing)} of {expected} backbone weights missing "
+            f"({_keys(missing)}){instead}"
+        )
+    mismatched = sorted(info.get("mismatched_keys", ()))
+    if mismatched:
+        key, stored, wanted = mismatched[0]
+        raise InputError(
+            f"{bad}: {len(mismatched)} weights of another shape than config.json says, e.g. {key} "
+            f"{tuple(stored)} in the file, {tuple(wanted)} by the config"
+        )
+    if others:
+        raise InputError(f"{bad}: {len(others)} keys that are not LXMERT weights ({_keys(others)})")
+    if not heads:
+        return None
+    counts = Counter(k.split(".")[0] for k in heads)
+    parts = ", ".join(f"{name} {n}" for name, n in sorted(counts.items()))
+    return (
+        f"{weights}: LXMERT backbone loaded; {len(heads)} weights of its pre-training heads "
+        f"left unused ({parts})"
+    )
+
+
+def load_backbone(
+    path: str | os.PathLike[str],
+    field: str = "model.checkpoint",
+    log: Callable[[str], None] | None = None,
+) -> LxmertModel:
+    """The LXMERT backbone of a local directory (one file or shards); never a hub download.
+
+    Weights that do not fit are refused (`check_loading_info`) rather than left at their random
+    initialisation; the summary of skipped pre-training heads goes to `log` (default stderr)."""
+    path = check_model_dir(path, field)
+    weights = weight_file(path)
+    assert weights is not None  # check_model_dir found it
+    hf_logging.disable_progress_bar()
+    verbosity = hf_logging.get_verbosity()
+    # transformers' multi-line load report would say on stderr what the one line below says.
+    hf_logging.set_verbosity_error()
+    try:
+        backbone, info = LxmertModel.from_pretrained(
+            str(path), local_files_only=True, output_loading_info=True, ignore_mismatched_sizes=True
+        )
     except Exception as e:  # safetensors and transformers raise many types for a bad file
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise InputError(f"{path}: cannot load the LXMERT checkpoint ({first})") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    summary = check_loading_info(weights, info, len(backbone.state_dict()))
+    if summary is not None:
+        (log or (lambda m: print(m, file=sys.stderr)))(summary)
+    return backbone
 
 
 def load_head(model: VQAModel, path: Path, answers: list[str]) -> bool:
