@@ -108,6 +108,9 @@ def prepare_cmd(
     state = "written" if result.written else "up to date, nothing to do"
     sizes = ", ".join(f"{k} {v}" for k, v in result.splits.items())
     typer.echo(f"cache {result.cache_dir}: {state} ({sizes})")
+    if result.unk_share:
+        shares = ", ".join(f"{k} {v:.1%}" for k, v in result.unk_share.items())
+        typer.echo(f"[UNK] share of question tokens: {shares}")
 
 
 @data_app.command("report")

@@ -54,8 +54,20 @@ def prior_only_report(data: PreparedData) -> dict[str, dict[str, float]]:
     return out
 
 
+def unk_percent(info: dict, name: str) -> float:
+    """Percent of split `name`'s question tokens that are [UNK], from splits.json (a union of
+    splits weighs each part by its tokens); NaN for a cache that did not record it."""
+    shares, tokens = info.get("unk_share", {}), info.get("question_tokens", {})
+    parts = info.get("unions", {}).get(name, [name])
+    total = sum(tokens.get(p, 0) for p in parts)
+    if not total or any(p not in shares for p in parts):
+        return float("nan")
+    return 100.0 * sum(shares[p] * tokens[p] for p in parts) / total
+
+
 def format_report(data: PreparedData) -> str:
-    """A plain-text report of the cache: sizes, vocabulary, answer types, prior-only accuracy."""
+    """A plain-text report of the cache: sizes, vocabulary, answer types, [UNK] share of the
+    question tokens, prior-only accuracy."""
     info = data.splits_info
     lines = [
         f"cache            {data.dir}",
@@ -67,14 +79,14 @@ def format_report(data: PreparedData) -> str:
         f"{data.store.feature_dim}",
         f"selection split  {info['selection']}",
         "",
-        f"{'split':<10} {'questions':>9} {'yes/no':>7} {'number':>7} {'other':>7}",
+        f"{'split':<10} {'questions':>9} {'yes/no':>7} {'number':>7} {'other':>7} {'[UNK] %':>8}",
     ]
     for name in data.split_names:
         split = data.split(name)
         counts = Counter(split.answer_types)
         lines.append(
             f"{name:<10} {len(split):>9} {counts['yes/no']:>7} {counts['number']:>7} "
-            f"{counts['other']:>7}"
+            f"{counts['other']:>7} {unk_percent(info, name):>8.1f}"
         )
     report = prior_only_report(data)
     keys = ["overall", "yes_no", "number", "other"]

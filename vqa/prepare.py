@@ -6,7 +6,8 @@ Cache layout (Parquet and JSON only, no pickle):
   answers.json             the answer vocabulary (index = answer id)
   question_types.json      training question types (index = type id; id len(types) = unseen)
   prior.parquet            one row per type id: `question_type`, `prior` list<float32> (A,)
-  splits.json              split sizes, the selection split, the `dev` image ids (VQA-CP v2)
+  splits.json              split sizes, the selection split, the `dev` image ids (VQA-CP v2),
+                           question tokens and the share of them that are [UNK], per split
   questions/<split>.parquet one row per question (columns in `QUESTION_COLUMNS`)
   tokenizer/               the question tokenizer (transformers format)
 """
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,10 +32,13 @@ from vqa.config import DataConfig
 from vqa.errors import InputError
 from vqa.features import load_feature_store
 from vqa.readers import input_files, read_dataset
-from vqa.tokenize import build_wordpiece, encode, load_tokenizer
+from vqa.tokenize import build_wordpiece, encode, load_tokenizer, unknown_tokens
 
 CACHE_FORMAT = 1
 GLOBAL_TYPE = "<global>"
+# More unknown training tokens than this means the tokenizer does not fit the questions (a
+# pretrained vocabulary of another language or casing): the model would see mostly [UNK].
+MAX_UNK_SHARE = 0.5
 QUESTION_COLUMNS = (
     "question_id",
     "image_id",
@@ -55,6 +59,7 @@ class PrepareResult:
     cache_dir: Path
     written: bool  # False when the cache was already up to date
     splits: dict[str, int]
+    unk_share: dict[str, float] = field(default_factory=dict)  # [UNK] / question tokens
 
 
 def _sha256(path: Path) -> str:
@@ -105,7 +110,7 @@ def prepare(config: DataConfig, progress: bool = False) -> PrepareResult:
     cfg = config.resolved()
     old, manifest = _manifests(cfg)
     if _up_to_date(old, manifest):
-        return PrepareResult(cfg.cache_dir, False, old.get("splits", {}))
+        return PrepareResult(cfg.cache_dir, False, old.get("splits", {}), _recorded_unk(cfg))
 
     steps = tqdm(total=5, desc="prepare", disable=not progress, unit="step")
     splits = read_dataset(cfg.dataset, cfg.root)
@@ -138,6 +143,7 @@ def prepare(config: DataConfig, progress: bool = False) -> PrepareResult:
     steps.update()
 
     tables: dict[str, pa.Table] = {}
+    unknown: dict[str, tuple[int, int]] = {}
     train_targets = None
     for name, frame in splits.items():
         targets = soft_targets(frame["answers"].tolist(), vocab)
@@ -147,7 +153,10 @@ def prepare(config: DataConfig, progress: bool = False) -> PrepareResult:
             [type_index.get(t, len(qtypes)) for t in frame["question_type"]], dtype=np.int32
         )
         tokens = encode(tokenizer, frame["question"].tolist(), cfg.max_question_tokens)
+        unknown[name] = unknown_tokens(tokenizer, tokens)
         tables[name] = _question_table(frame, type_ids, tokens, targets)
+    unk_share = {name: k / n if n else 0.0 for name, (k, n) in unknown.items()}
+    _check_unknown(cfg, unk_share["train"])
     steps.update()
     prior = question_type_prior(
         tables["train"].column("type_id").to_numpy(), len(qtypes), train_targets, len(vocab)
@@ -179,6 +188,8 @@ def prepare(config: DataConfig, progress: bool = False) -> PrepareResult:
                 "unions": {"test_full": ["dev", "test"]} if cfg.dataset == "vqacp_v2" else {},
                 "counts": counts,
                 "dev_images": dev_images,
+                "question_tokens": {name: n for name, (_, n) in unknown.items()},
+                "unk_share": unk_share,
             },
         )
         tokenizer.save_pretrained(str(tmp / "tokenizer"))
@@ -188,7 +199,29 @@ def prepare(config: DataConfig, progress: bool = False) -> PrepareResult:
         _write_json(tmp / "manifest.json", manifest)
     steps.update()
     steps.close()
-    return PrepareResult(cfg.cache_dir, True, counts)
+    return PrepareResult(cfg.cache_dir, True, counts, unk_share)
+
+
+def _check_unknown(cfg: DataConfig, share: float) -> None:
+    """Refuse a tokenizer that turns most of the training questions' tokens into [UNK]."""
+    if share > MAX_UNK_SHARE:
+        where = (
+            f"{cfg.tokenizer.path} (data.tokenizer.path)"
+            if cfg.tokenizer.path
+            else "data.tokenizer"
+        )
+        raise InputError(
+            f"{where}: {share:.1%} of the training questions' tokens are [UNK] (at most "
+            f"{MAX_UNK_SHARE:.0%} allowed); its vocabulary does not fit these questions"
+        )
+
+
+def _recorded_unk(cfg: DataConfig) -> dict[str, float]:
+    """The [UNK] shares an existing cache recorded in splits.json (none in older caches)."""
+    try:
+        return json.loads((cfg.cache_dir / "splits.json").read_text()).get("unk_share", {})
+    except (OSError, json.JSONDecodeError):
+        return {}
 
 
 def _write_json(path: Path, obj) -> None:

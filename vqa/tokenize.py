@@ -67,3 +67,13 @@ def encode(tokenizer, questions: Sequence[str], max_length: int) -> list[np.ndar
     """Token ids ([CLS] ... [SEP], truncated to `max_length`) of each question, int32, unpadded."""
     ids = tokenizer(list(questions), truncation=True, max_length=max_length)["input_ids"]
     return [np.asarray(x, dtype=np.int32) for x in ids]
+
+
+def unknown_tokens(tokenizer, ids: Sequence[np.ndarray]) -> tuple[int, int]:
+    """([UNK] tokens, question tokens) over the encoded questions `ids`; the other special
+    tokens ([CLS], [SEP], [PAD]) are not question tokens and are not counted."""
+    unk = tokenizer.unk_token_id
+    special = np.array(sorted(set(tokenizer.all_special_ids) - {unk}), dtype=np.int64)
+    flat = np.concatenate(ids) if len(ids) else np.zeros(0, dtype=np.int32)
+    words = flat[~np.isin(flat, special)]
+    return (int((words == unk).sum()) if unk is not None else 0), int(words.size)
