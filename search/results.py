@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import ray
 from ray import tune
 
@@ -22,6 +23,31 @@ from vqa.atomic import atomic_path
 TRIALS_FILE = "trials.parquet"
 EPOCHS_FILE = "epochs.parquet"
 GROUPS = ("language", "visual", "cross")
+NUMBER_KEY = "optuna_number"
+"""The trial config key where the searcher records the number of the trial's Optuna trial."""
+
+F64, I64, STR, BOOL = pa.float64(), pa.int64(), pa.string(), pa.bool_()
+UTC = pa.timestamp("us", tz="UTC")
+_METRICS = ("overall", "yes_no", "number", "other")
+TRIAL_COLUMNS: dict[str, pa.DataType] = {
+    "trial_id": STR, "sweep": STR, "number": I64, "status": STR, "early_stopped": BOOL,
+    "error": STR, "retries": I64, "node": STR, "hostname": STR, "device": STR,
+    "started_at": UTC, "ended_at": UTC, "wall_s": F64,
+    "epochs": I64, "kept_epoch": I64, "resumed_from_epoch": I64,
+    "s_overall": F64, **{f"s_{g}": F64 for g in GROUPS}, "u_language": F64, "u_visual": F64,
+    **{f"realised_{g}": F64 for g in (*GROUPS, "pooler", "overall")}, "remaining_params": I64,
+    "seed": I64, "loss_stage1": F64, "loss_stage2": F64, "loss_stage3": F64,
+    **{f"sel_{m}": F64 for m in _METRICS}, **{f"test_{m}": F64 for m in _METRICS},
+}  # fmt: skip
+"""The columns every trials.parquet has, in this order, and their types. Then come `hp_<name>`
+(typed as the searched values are) and the dataset's other metrics (float64)."""
+EPOCH_COLUMNS: dict[str, pa.DataType] = {
+    "trial_id": STR, "sweep": STR, "stage": STR, "epoch": I64, "train_loss": F64, "lr": F64,
+    "mask_change": F64, "wall_s": F64, **{f"sel_{m}": F64 for m in _METRICS},
+}  # fmt: skip
+"""The columns every epochs.parquet has, in this order, and their types; other `sel_*` follow."""
+_FLOAT_PREFIXES = ("s_", "u_", "realised_", "sel_", "test_", "stage3_test_", "train_", "loss_")
+_PANDAS = {I64: "Int64", F64: "float64", BOOL: "bool", UTC: "datetime64[us, UTC]"}
 
 
 def trial_status(trial: Any) -> str:
@@ -78,11 +104,27 @@ def _history(result: dict[str, Any], key: str) -> list[dict]:
     return json.loads(text) if isinstance(text, str) else []
 
 
+def _utc(seconds: float | None) -> pd.Timestamp | None:
+    ok = isinstance(seconds, int | float) and math.isfinite(seconds)
+    return pd.Timestamp(seconds, unit="s", tz="UTC") if ok else None
+
+
+def _times(trial: Any, status: str) -> dict[str, pd.Timestamp | None]:
+    """`started_at`: when Ray first started the trial; `ended_at`: when a trial that has ended
+    last reported (for a failed trial, its last report before the failure)."""
+    meta = trial.run_metadata
+    ended = meta.last_result_time if status in ("finished", "early_stopped", "error") else None
+    return {"started_at": _utc(meta.start_time), "ended_at": _utc(ended)}
+
+
 def trial_tables(
-    trials: list[Any], hyperparameters: list[str], extra: dict[str, Any] | None = None
+    trials: list[Any],
+    hyperparameters: list[str],
+    extra: dict[str, Any] | None = None,
+    sweep: str | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(trials, epochs) DataFrames: one row per trial, one per trial and epoch. `extra` holds
-    columns shared by every trial (e.g. `loss_stage1`)."""
+    """(trials, epochs) DataFrames, typed as written: one row per trial, one per trial and epoch.
+    `extra` holds columns shared by every trial (e.g. `loss_stage1`); `sweep` is the run name."""
     rows, epoch_rows = [], []
     for trial in sorted(trials, key=_order):
         config, result = trial.config or {}, trial.last_result or {}
@@ -91,6 +133,8 @@ def trial_tables(
         stage3 = _history(result, "stage3_history_json")
         row: dict[str, Any] = {
             "trial_id": trial.trial_id,
+            "sweep": sweep,
+            "number": config.get(NUMBER_KEY),
             "status": status,
             "early_stopped": status == "early_stopped",
             "error": _error(trial),
@@ -98,6 +142,7 @@ def trial_tables(
             "node": result.get("node"),
             "hostname": result.get("hostname"),
             "device": result.get("device"),
+            **_times(trial, status),
             "wall_s": float(result.get("time_total_s", math.nan)),
             "epochs": int(result.get("epochs_done", 0)),
             "s_overall": config.get("sparsity"),
@@ -125,19 +170,56 @@ def trial_tables(
         for record in history + stage3:
             values = {k: record.get(k, math.nan) for k in ("train_loss", "lr", "mask_change",
                                                            "wall_s")}  # fmt: skip
-            epoch_rows.append({"trial_id": trial.trial_id, "stage": record.get("stage", "prune"),
+            epoch_rows.append({"trial_id": trial.trial_id, "sweep": sweep,
+                               "stage": record.get("stage", "prune"),
                                "epoch": record["epoch"], **values,
                                **_flat("sel", record["selection"])})  # fmt: skip
-    epoch_columns = ["trial_id", "stage", "epoch", "train_loss", "lr", "mask_change", "wall_s"]
-    epochs_df = pd.DataFrame(epoch_rows) if epoch_rows else pd.DataFrame(columns=epoch_columns)
-    return pd.DataFrame(rows), epochs_df
+    return typed(pd.DataFrame(rows), TRIAL_COLUMNS), typed(pd.DataFrame(epoch_rows), EPOCH_COLUMNS)
+
+
+def column_type(name: str, fixed: dict[str, pa.DataType]) -> pa.DataType | None:
+    """The Arrow type of column `name`: from `fixed`, float64 for sparsities, losses and metrics,
+    None (as the values are) for anything else, e.g. `hp_<name>`."""
+    if name in fixed:
+        return fixed[name]
+    return F64 if name.startswith(_FLOAT_PREFIXES) else None
+
+
+def typed(df: pd.DataFrame, fixed: dict[str, pa.DataType]) -> pd.DataFrame:
+    """`df` with the `fixed` columns first (empty where it lacks them), then its others, each cast
+    to its type: counts nullable Int64, strings with None for missing, times UTC."""
+    out: dict[str, pd.Series] = {}
+    for name in [*fixed, *(c for c in df.columns if c not in fixed)]:
+        column = df[name] if name in df.columns else pd.Series(None, df.index, dtype=object)
+        dtype = column_type(name, fixed)
+        if dtype == STR:
+            column = column.astype(object).where(column.notna(), None)
+        elif dtype == UTC:
+            column = pd.to_datetime(column, utc=True).astype(_PANDAS[UTC])
+        elif dtype is not None:
+            column = column.astype(_PANDAS[dtype])
+        out[name] = column
+    return pd.DataFrame(out, index=df.index)
+
+
+def arrow_table(df: pd.DataFrame, fixed: dict[str, pa.DataType]) -> pa.Table:
+    """`df` (cast by :func:`typed`) as an Arrow table of an explicit schema, so that a column has
+    one type in every sweep (an `error` that no trial set is still a string column)."""
+    df = typed(df, fixed)
+    fields = [
+        pa.field(name, column_type(name, fixed) or pa.array(df[name], from_pandas=True).type)
+        for name in map(str, df.columns)
+    ]
+    return pa.Table.from_pandas(df, schema=pa.schema(fields), preserve_index=False)
 
 
 def write_tables(run_dir: Path, trials_df: pd.DataFrame, epochs_df: pd.DataFrame) -> None:
     """Replace trials.parquet and epochs.parquet in `run_dir`, each atomically."""
-    for df, name in ((trials_df, TRIALS_FILE), (epochs_df, EPOCHS_FILE)):
+    for df, name, fixed in ((trials_df, TRIALS_FILE, TRIAL_COLUMNS),
+                            (epochs_df, EPOCHS_FILE, EPOCH_COLUMNS)):  # fmt: skip
+        table = arrow_table(df, fixed)
         with atomic_path(Path(run_dir) / name) as tmp:
-            df.to_parquet(tmp, index=False)
+            pq.write_table(table, tmp)
 
 
 class ResultsCallback(tune.Callback):
@@ -149,7 +231,8 @@ class ResultsCallback(tune.Callback):
         self.extra = dict(extra)
 
     def _write(self, trials: list[Any]) -> None:
-        write_tables(self.run_dir, *trial_tables(trials, self.hyperparameters, self.extra))
+        tables = trial_tables(trials, self.hyperparameters, self.extra, self.run_dir.name)
+        write_tables(self.run_dir, *tables)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._write(trials)

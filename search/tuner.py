@@ -30,7 +30,7 @@ from models.structure import group_sizes
 from models.vqa_model import check_model_dir
 from search.config import RunConfig, dump_config, load_config
 from search.pareto import pareto_report
-from search.results import ResultsCallback, trial_tables, write_tables
+from search.results import NUMBER_KEY, ResultsCallback, trial_tables, write_tables
 from search.space import make_space, startup_trials, uniform_points
 from search.trainable import TIME_ATTR, run_trial
 from vqa.errors import InputError
@@ -47,6 +47,15 @@ class AllocationSearch(OptunaSearch):
     """OptunaSearch that tells Optuna a trial ended early (no `trial_complete` in its last
     result: stopped by ASHA) as PRUNED instead of COMPLETE with its early, worse value, and that
     comes back from a resume in step with the study on disk."""
+
+    def suggest(self, trial_id: str) -> dict | None:
+        """OptunaSearch's proposal plus the number of its Optuna trial (`NUMBER_KEY`): the trial's
+        config carries it into the experiment state, and so into trials.parquet."""
+        config = super().suggest(trial_id)
+        ot_trial = self._ot_trials.get(trial_id)
+        if isinstance(config, dict) and ot_trial is not None:
+            config = {**config, NUMBER_KEY: ot_trial.number}
+        return config
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if trial_id in self._completed_trials:  # told before a kill; see `restore`
@@ -286,7 +295,9 @@ def collect(run_dir: Path) -> tuple[Any, Any]:
     cfg = load_run(run_dir)
     analysis = experiment_analysis(run_dir, cfg)
     extra = _callback(cfg, run_dir).extra
-    trials, epochs = trial_tables(analysis.trials, list(cfg.search.hyperparameters), extra)
+    trials, epochs = trial_tables(
+        analysis.trials, list(cfg.search.hyperparameters), extra, run_dir.name
+    )
     trials, epochs = _keep_terminal_rows(run_dir, trials, epochs)
     write_tables(run_dir, trials, epochs)
     return trials, epochs

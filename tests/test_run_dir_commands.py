@@ -32,26 +32,30 @@ def tickets(*args: str, umask: int = 0o022, timeout: float = 600) -> subprocess.
 
 @dataclass
 class Sweep:
-    """A finished sweep: its run directory, the umask its `tickets search` ran under and the
-    mode of the trials.parquet that sweep wrote."""
+    """A finished sweep: its run directory, the umask its `tickets search` ran under, the mode
+    of the trials.parquet that sweep wrote, and when the command began and ended."""
 
     run_dir: Path
     umask: int
     trials_mode: int
+    began: pd.Timestamp
+    ended: pd.Timestamp
 
 
-def _search(root: Path, bench: Bench, stage1: Path, umask: int, *overrides: str, **search) -> Sweep:
+def _search(root: Path, bench: Bench, stage1: Path, name: str, umask: int, **search) -> Sweep:
     config = sweep_config(bench, stage1, root, **search)
-    done = tickets("search", str(config), *overrides, umask=umask)
+    began = pd.Timestamp.now(tz="UTC")
+    done = tickets("search", str(config), "--name", name, umask=umask)
     assert done.returncode == 0, done.stderr[-3000:]
-    run_dir = root / "runs" / "sweep"
-    return Sweep(run_dir, umask, (run_dir / "trials.parquet").stat().st_mode & 0o777)
+    run_dir = root / "runs" / name
+    mode = (run_dir / "trials.parquet").stat().st_mode & 0o777
+    return Sweep(run_dir, umask, mode, began, pd.Timestamp.now(tz="UTC"))
 
 
 @pytest.fixture(scope="module")
 def clean(tiny_bench: Bench, tiny_stage1: Path, tmp_path_factory: pytest.TempPathFactory) -> Sweep:
     """Three TPE trials of two epochs, all finished (umask 0o002: a group-writable setup)."""
-    return _search(tmp_path_factory.mktemp("clean"), tiny_bench, tiny_stage1, 0o002,
+    return _search(tmp_path_factory.mktemp("clean"), tiny_bench, tiny_stage1, "clean", 0o002,
                    num_samples=3)  # fmt: skip
 
 
@@ -62,7 +66,7 @@ def failing(
     """Two TPE trials that each fail once after their first epoch, with no retries: both end as
     `error` (the fault ledger lets a later attempt pass, which a resume makes)."""
     inject = {"epoch": 1, "kind": "raise", "times": 1}
-    return _search(tmp_path_factory.mktemp("failing"), tiny_bench, tiny_stage1, 0o022,
+    return _search(tmp_path_factory.mktemp("failing"), tiny_bench, tiny_stage1, "failing", 0o022,
                    num_samples=2, failure={"max_retries": 0, "inject": inject})  # fmt: skip
 
 
@@ -163,3 +167,64 @@ def test_a_sweeps_files_follow_the_umask(clean: Sweep, failing: Sweep, tmp_path:
     done = tickets("export", str(clean.run_dir), "--trial", best, str(out), umask=0o022)
     assert done.returncode == 0, done.stderr[-3000:]
     assert_shared(out, 0o022)
+
+
+def test_two_sweeps_read_together_with_one_schema(clean: Sweep, failing_results: Path) -> None:
+    """The trials and epochs of a sweep without failures and of one with only failures, read as
+    one dataset by pyarrow and by DuckDB: every shared column has one type."""
+    import duckdb
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+
+    for name in ("trials.parquet", "epochs.parquet"):
+        files = [str(clean.run_dir / name), str(failing_results / name)]
+        schemas = [pq.read_schema(f) for f in files]
+        for field in schemas[0]:
+            other = schemas[1].field(field.name) if field.name in schemas[1].names else field
+            assert other.type == field.type, (name, field.name, field.type, other.type)
+        table = ds.dataset(files, schema=pa.unify_schemas(schemas), format="parquet").to_table()
+        assert table.num_rows == sum(pq.read_metadata(f).num_rows for f in files)
+        assert set(table.column("sweep").to_pylist()) == {"clean", "failing"}
+
+    trials = str(clean.run_dir / "trials.parquet"), str(failing_results / "trials.parquet")
+    con = duckdb.connect()
+    rel = f"read_parquet([{', '.join(repr(f) for f in trials)}], union_by_name=true)"
+    types = {row[0]: row[1] for row in con.execute(f"DESCRIBE SELECT * FROM {rel}").fetchall()}
+    assert types["error"] == "VARCHAR" and types["sweep"] == "VARCHAR"
+    for count in ("retries", "epochs", "kept_epoch", "resumed_from_epoch", "remaining_params",
+                  "number"):  # fmt: skip
+        assert types[count] == "BIGINT", count
+    for column in ("s_language", "realised_overall", "sel_overall", "test_overall", "wall_s"):
+        assert types[column] == "DOUBLE", column
+    assert types["started_at"] == types["ended_at"] == "TIMESTAMP WITH TIME ZONE"
+    per_sweep = con.execute(f"SELECT sweep, status, count(*), count(error) FROM {rel} "
+                            "GROUP BY ALL ORDER BY sweep").fetchall()  # fmt: skip
+    assert per_sweep == [("clean", "finished", 3, 0), ("failing", "error", 2, 2)]
+    epochs = [str(clean.run_dir / "epochs.parquet"), str(failing_results / "epochs.parquet")]
+    per_sweep = con.execute("SELECT sweep, count(*), max(epoch) FROM read_parquet(?) "
+                            "GROUP BY sweep ORDER BY sweep", [epochs]).fetchall()  # fmt: skip
+    assert per_sweep == [("clean", 6, 2), ("failing", 2, 1)]
+
+
+def test_trials_carry_their_optuna_number_and_times(clean: Sweep, failing_results: Path) -> None:
+    import optuna
+
+    trials = pd.read_parquet(clean.run_dir / "trials.parquet")
+    study = optuna.load_study(study_name="clean",
+                              storage=f"sqlite:///{clean.run_dir / 'study.db'}")  # fmt: skip
+    assert sorted(trials["number"]) == [t.number for t in study.trials] == [0, 1, 2]
+    for row in trials.itertuples():
+        ot = study.trials[row.number]  # the Optuna trial that proposed this Ray trial
+        assert ot.params["u_language"] == pytest.approx(row.u_language, abs=1e-12)
+        assert ot.params["u_visual"] == pytest.approx(row.u_visual, abs=1e-12)
+        assert ot.value == pytest.approx(row.sel_overall, abs=1e-12)
+    failed = pd.read_parquet(failing_results / "trials.parquet")
+    for frame, sweep in ((trials, clean), (failed, None)):
+        assert frame["started_at"].notna().all() and frame["ended_at"].notna().all()
+        assert (frame["started_at"] <= frame["ended_at"]).all()
+        if sweep is not None:  # a trial ran within its `tickets search`, for its wall_s at least
+            assert (frame["started_at"] >= sweep.began).all()
+            assert (frame["ended_at"] <= sweep.ended).all()
+            spans = (frame["ended_at"] - frame["started_at"]).dt.total_seconds()
+            assert (spans >= frame["wall_s"] - 0.5).all(), (spans, frame["wall_s"])
