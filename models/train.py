@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -152,14 +153,17 @@ def fit(
         log(f"resuming {out} after epoch {start_epoch}")
 
     for epoch in range(start_epoch, train_cfg.epochs):
+        started = time.perf_counter()
         losses = train_epoch(stage, model, objective, params, optimizer, scheduler, data, split,
                              train_cfg, epoch, device, progress)  # fmt: skip
         selection = evaluate_split(model, data, data.selection_split, device,
                                    train_cfg.eval_batch_size)  # fmt: skip
         history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)),
                         "lr": scheduler.get_last_lr()[0], "selection": selection})  # fmt: skip
-        log(f"{stage} epoch {epoch + 1}: loss {np.mean(losses):.4f}, "
-            f"{data.selection_split} {selection['overall']:.2f}")  # fmt: skip
+        wall = time.perf_counter() - started
+        log(f"{stage} epoch {epoch + 1}/{train_cfg.epochs}: loss {np.mean(losses):.4f}, "
+            f"{data.selection_split} {selection['overall']:.2f}, {wall:.1f} s, "
+            f"{len(split) / wall:.0f} samples/s")  # fmt: skip
         if stage == "finetune" and selection["overall"] > best:
             best = selection["overall"]
             with atomic_dir(out / "best") as tmp:

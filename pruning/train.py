@@ -263,8 +263,9 @@ def _run_phase(name: str, model: VQAModel, objective: Objective, params: list[nn
         record["wall_s"] = time.perf_counter() - started
         history.append(record)
         overall = record["selection"]["overall"]
-        log(f"{name} epoch {epoch + 1}: loss {record['train_loss']:.4f}, "
-            f"{data.selection_split} {overall:.2f}")  # fmt: skip
+        log(f"{name} epoch {epoch + 1}/{cfg.epochs}: loss {record['train_loss']:.4f}, "
+            f"{data.selection_split} {overall:.2f}, {record['wall_s']:.1f} s, "
+            f"{len(split) / record['wall_s']:.0f} samples/s")  # fmt: skip
         if overall > best:
             best = overall
             save_best(out / "best")

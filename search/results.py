@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import ray
 from ray import tune
 
+from search.driver import current_run_dir
 from vqa.atomic import atomic_path
 
 TRIALS_FILE = "trials.parquet"
@@ -231,8 +232,9 @@ class ResultsCallback(tune.Callback):
         self.extra = dict(extra)
 
     def _write(self, trials: list[Any]) -> None:
+        # The sweep's name is the directory's; where it is now may differ (see RUN_DIRS).
         tables = trial_tables(trials, self.hyperparameters, self.extra, self.run_dir.name)
-        write_tables(self.run_dir, *tables)
+        write_tables(current_run_dir(self.run_dir), *tables)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._write(trials)

@@ -120,6 +120,11 @@ class SearchConfig(BaseModel):
     failure: FailureConfig = FailureConfig()
     snapshot_s: float = Field(2.0, gt=0)
     """Seconds between experiment snapshots (what a resume after a crash starts from)."""
+    checkpoint_every: int = Field(1, ge=1)
+    """Epochs between a trial's checkpoints (its last epoch always has one): what a restarted
+    trial continues from, and what each checkpoint costs in storage (README: sizes)."""
+    connect_timeout_s: float = Field(10.0, gt=0)
+    """Seconds to reach the Ray cluster of `--address` (or RAY_ADDRESS) before giving up."""
     dashboard: bool = False
     dashboard_host: str = "127.0.0.1"
 

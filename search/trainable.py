@@ -13,6 +13,8 @@ import os
 import shutil
 import socket
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +44,8 @@ def trial_run_config(base: dict[str, Any], config: dict[str, Any]) -> dict[str, 
             for part in parents:
                 node = node.setdefault(part, {})
             node[leaf] = config[name]
-    raw.pop("hyperparameters", None)
-    raw.pop("inject", None)
+    for key in ("hyperparameters", "inject", "checkpoint_every"):  # the sweep's, not the run's
+        raw.pop(key, None)
     return raw
 
 
@@ -80,6 +82,11 @@ def run_trial(config: dict[str, Any], base: dict[str, Any]) -> None:
     # Epochs this run of the trial did not have to train: > 0 after a restart from a checkpoint.
     where["resumed_from_epoch"] = done["n"]
 
+    every = int(base.get("checkpoint_every", 1))
+    last_epoch = {"prune": cfg.pruning.epochs,
+                  "stage3": cfg.stage3.epochs if cfg.stage3 is not None else 0}  # fmt: skip
+    log = trial_log(Path(context.get_trial_dir()), done["n"], raw)
+
     def on_epoch(record: dict, _: Path) -> None:
         done["n"] += 1
         report = {**realised(out / "best" / "sparsity.json"), TIME_ATTR: done["n"],
@@ -88,18 +95,50 @@ def run_trial(config: dict[str, Any], base: dict[str, Any]) -> None:
                   "mask_change": record.get("mask_change", float("nan")),
                   **flat("sel", record["selection"]), **where,
                   **histories(out)}  # fmt: skip
-        tune.report(report, checkpoint=tune.Checkpoint.from_directory(str(out)))
+        # What a restarted trial continues from; the last epoch of each stage always has one.
+        keep = done["n"] % every == 0 or record["epoch"] >= last_epoch.get(record["stage"], 0)
+        checkpoint = tune.Checkpoint.from_directory(str(out)) if keep else None
+        tune.report(report, checkpoint=checkpoint)
         if "inject" in base:
             inject_fault(base["inject"], context.get_trial_id(), done["n"])
 
     try:
         metrics = prune(cfg.data, cfg.pruning, cfg.stage3, config_yaml, on_epoch=on_epoch,
-                        device=cfg.model.device)  # fmt: skip
+                        device=cfg.model.device, log=log)  # fmt: skip
         final = summary(metrics)
         final.update({TIME_ATTR: max(done["n"], 1), "trial_complete": True, **where})
+        log(f"finished: kept epoch {metrics['kept_epoch']}, selection "
+            f"{metrics['selection']['overall']:.2f}")  # fmt: skip
         tune.report(final, checkpoint=tune.Checkpoint.from_directory(str(out)))
+    except BaseException as e:
+        log(f"failed: {type(e).__name__}: {e}")
+        raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+LOG_FILE = "stage2.log"
+
+
+def trial_log(trial_dir: Path, resumed_from: int, raw: dict[str, Any]) -> Callable[[str], None]:
+    """A line logger into the trial's directory (Tune copies it to RUN_DIR/trial_<id>/ with the
+    trial's checkpoints): `stage2.log`, or `stage2.from-epoch-<n>.log` for a run of the trial
+    restarted after n epochs, so a restart never overwrites what the earlier run wrote."""
+    trial_dir.mkdir(parents=True, exist_ok=True)
+    name = LOG_FILE if not resumed_from else f"stage2.from-epoch-{resumed_from}.log"
+    path = trial_dir / name
+    started = time.monotonic()
+
+    def log(line: str) -> None:
+        with path.open("a") as f:
+            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} +{time.monotonic() - started:.1f}s "
+                    f"{line}\n")  # fmt: skip
+
+    p = raw["pruning"]
+    log(f"allocation: language {p['language']:.4f}, visual {p['visual']:.4f}, cross "
+        f"{p['cross']:.4f} at s {p['sparsity']:.4f}; "
+        + (f"restarted after epoch {resumed_from}" if resumed_from else "new trial"))  # fmt: skip
+    return log
 
 
 def inject_fault(inject: dict[str, Any], trial_id: str, epochs_done: int) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import socket
 import time
 import warnings
 from collections.abc import Callable
@@ -22,6 +23,7 @@ import ray
 import torch
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.search import ConcurrencyLimiter, SearchGenerator
 from ray.tune.search.optuna import OptunaSearch
 from ray.tune.stopper import Stopper
 from transformers import LxmertConfig, LxmertModel
@@ -29,7 +31,19 @@ from transformers import LxmertConfig, LxmertModel
 from models.structure import group_sizes
 from models.vqa_model import check_model_dir
 from search.config import RunConfig, dump_config, load_config
+from search.driver import (
+    RUN_DIRS,
+    Outcome,
+    driver_record,
+    fit_noting_interrupt,
+    mark_ended,
+    mark_interrupted_trials,
+    mark_running,
+    outcome,
+)
 from search.pareto import pareto_report
+from search.progress import EpochLines
+from search.remote import RunFilesUpload, is_uri, upload_run_files
 from search.results import NUMBER_KEY, ResultsCallback, trial_tables, write_tables
 from search.space import make_space, startup_trials, uniform_points
 from search.trainable import TIME_ATTR, run_trial
@@ -41,6 +55,23 @@ warnings.filterwarnings("ignore", message="Define-by-run function passed in the 
 
 CONFIG_FILE = "tickets.yaml"
 STUDY_FILE = "study.db"
+
+
+class StudyStorage(optuna.storages.RDBStorage):
+    """The sweep's SQLite study, `RUN_DIR/study.db`, that Tune's pickles of the searcher find
+    again where the sweep now is: unpickled in a process that registered the sweep in
+    `RUN_DIRS` (a resume of a sweep copied, moved or fetched from URI storage), it opens that
+    run directory's study instead of the path it was started with."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.sweep = Path(run_dir).name
+        super().__init__(f"sqlite:///{Path(run_dir) / STUDY_FILE}")
+
+    def __setstate__(self, state: dict[Any, Any]) -> None:
+        moved = RUN_DIRS.get(state.get("sweep", ""))
+        if moved is not None:
+            state = {**state, "url": f"sqlite:///{moved / STUDY_FILE}"}
+        super().__setstate__(state)
 
 
 class AllocationSearch(OptunaSearch):
@@ -130,7 +161,7 @@ def build_searcher(cfg: RunConfig, sizes: dict[str, int], run_dir: Path):
         "random": lambda: optuna.samplers.RandomSampler(seed=search.seed),
     }
     hps = {k: v.model_dump() for k, v in search.hyperparameters.items()}
-    storage = optuna.storages.RDBStorage(f"sqlite:///{run_dir / STUDY_FILE}")
+    storage = StudyStorage(run_dir)
     return AllocationSearch(
         space=make_space(sizes, budgets, bounds, hps),
         metric=metric,
@@ -158,7 +189,8 @@ def _base(cfg: RunConfig) -> dict[str, Any]:
     """What every trial shares: plain data, stored once per node by `tune.with_parameters`."""
     dumped = cfg.resolved().model_dump(mode="json")
     base = {"data": dumped["data"], "model": dumped["model"], "pruning": dumped["pruning"],
-            "hyperparameters": list(cfg.search.hyperparameters)}  # fmt: skip
+            "hyperparameters": list(cfg.search.hyperparameters),
+            "checkpoint_every": cfg.search.checkpoint_every}  # fmt: skip
     if cfg.stage3 is not None:
         base["stage3"] = dumped["stage3"]
     if cfg.search.failure.inject is not None:
@@ -187,15 +219,18 @@ def _callback(cfg: RunConfig, run_dir: Path) -> ResultsCallback:
 
 
 def init_ray(cfg: RunConfig, address: str | None) -> None:
-    """Join `address`, or start a local runtime with the dashboard off (or on 127.0.0.1)."""
+    """Join `address` (else RAY_ADDRESS, as under `ray job submit`), or start a local runtime
+    with the dashboard off (or on 127.0.0.1). A cluster that cannot be reached within
+    `search.connect_timeout_s`, or refuses us, is an `InputError`."""
     # num_to_keep=1 forces a snapshot after every checkpoint, which is what a resume wants;
     # Tune would warn about it on every epoch.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
+    address = address or os.environ.get("RAY_ADDRESS") or None
     if address:
-        ray.init(address=address, log_to_driver=False)
+        join_cluster(address, cfg.search.connect_timeout_s)
     else:
         if cfg.search.dashboard and importlib.util.find_spec("aiohttp") is None:
             raise InputError('search.dashboard: the Ray dashboard needs pip install "ray[default]"')
@@ -211,6 +246,18 @@ def _storage(cfg: RunConfig) -> tuple[str, Path]:
     return storage, local
 
 
+def sweep_name(cfg: RunConfig, name: str | None) -> str:
+    """The run name: `--name`, else `search.name`, else `search-<date>-<time>`."""
+    if cfg.search is None:
+        raise InputError("the config needs 'pruning:' and 'search:' blocks for tickets search")
+    return name or cfg.search.name or time.strftime("search-%Y%m%d-%H%M%S")
+
+
+def planned_run_dir(cfg: RunConfig, name: str) -> Path:
+    """The run directory of `run_search(cfg, name, ...)`."""
+    return _storage(cfg.resolved())[1] / name
+
+
 def run_search(cfg: RunConfig, name: str | None, address: str | None,
                echo: Callable[[str], None] = print,
                stop: Stopper | None = None) -> Path:  # fmt: skip
@@ -219,7 +266,7 @@ def run_search(cfg: RunConfig, name: str | None, address: str | None,
     if cfg.pruning is None or cfg.search is None:
         raise InputError("the config needs 'pruning:' and 'search:' blocks for tickets search")
     cfg = cfg.resolved()
-    name = name or cfg.search.name or time.strftime("search-%Y%m%d-%H%M%S")
+    name = sweep_name(cfg, name)
     cfg = cfg.model_copy(update={"search": cfg.search.model_copy(update={"name": name})})
     storage, local = _storage(cfg)
     run_dir = local / name
@@ -229,41 +276,119 @@ def run_search(cfg: RunConfig, name: str | None, address: str | None,
     for b in _budgets(cfg):
         cfg.pruning.model_copy(update={"sparsity": b, "language": None, "visual": None,
                                        "cross": None}).sparsities(sizes)  # fmt: skip
+    init_ray(cfg, address)  # before anything is written: a failed start leaves no run behind
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / CONFIG_FILE).write_text(dump_config(cfg))
-    init_ray(cfg, address)
+    mark_running(run_dir)
+    RUN_DIRS[name] = run_dir
+    if is_uri(storage):
+        upload_run_files(storage, name, run_dir)
     os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = str(cfg.search.snapshot_s)
     search = cfg.search
     searcher = build_searcher(cfg, sizes, run_dir)
     # The grid ends the sweep itself (Searcher.FINISHED); num_samples only has to be large enough.
     num_samples = searcher.max_trials() if search.searcher == "grid" else search.num_samples
+    limited = ConcurrencyLimiter(searcher, max_concurrent=search.max_concurrent_trials)
     tuner = tune.Tuner(
         _trainable(cfg),
         tune_config=tune.TuneConfig(
-            search_alg=searcher,
+            search_alg=SweepGenerator(limited, name),
             scheduler=build_scheduler(cfg),
             num_samples=num_samples,
-            max_concurrent_trials=search.max_concurrent_trials,
             reuse_actors=True,
+            trial_dirname_creator=trial_dirname,
         ),
         run_config=tune.RunConfig(
             name=name,
             storage_path=storage,
-            callbacks=[_callback(cfg, run_dir)],
+            callbacks=[_callback(cfg, run_dir), EpochLines(cfg)]
+            + ([RunFilesUpload(storage, name, run_dir)] if is_uri(storage) else []),
             stop=stop,
+            # The trials' own files (their stage-2 logs) reach RUN_DIR/trial_<id>/ too.
+            sync_config=tune.SyncConfig(sync_artifacts=True),
             failure_config=tune.FailureConfig(max_failures=search.failure.max_retries),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             verbose=0,
         ),
     )
-    tuner.fit()
-    _finish(cfg, run_dir, storage, echo)
+    _fit(tuner, cfg, run_dir, echo)
     return run_dir
 
 
-def experiment_path(cfg: RunConfig) -> str:
-    """Where Ray keeps a sweep's experiment state and trial checkpoints (a path or a URI)."""
-    return f"{_storage(cfg)[0].rstrip('/')}/{cfg.search.name}"
+def trial_dirname(trial: Any) -> str:
+    """A trial's directory under RUN_DIR: `trial_<id>` (Ray's default repeats the config)."""
+    return f"trial_{trial.trial_id}"
+
+
+EXTEND_TO: dict[str, int] = {}
+"""Sweep name -> the trial count a `tickets resume ... search.num_samples=N` asks for."""
+
+
+class SweepGenerator(SearchGenerator):
+    """Tune's SearchGenerator whose trial count a resume can raise: Tune restores the count it
+    saved, and `EXTEND_TO` (set by `resume_search` in the driver's process) lifts it."""
+
+    def __init__(self, searcher: Any, sweep: str) -> None:
+        super().__init__(searcher)
+        self.sweep = sweep
+
+    def set_state(self, state: dict) -> None:
+        super().set_state(state)
+        wanted = EXTEND_TO.get(self.sweep)
+        if wanted is not None and wanted > self._total_samples:
+            self._total_samples = wanted
+
+
+def join_cluster(address: str, timeout_s: float) -> None:
+    """`ray.init(address=...)`, refusing in one line a cluster that is unreachable within
+    `timeout_s` or that refuses the connection (e.g. token authentication without the token)."""
+    hostport = address.removeprefix("ray://")
+    if address != "auto" and ":" in hostport:
+        host, _, port = hostport.rpartition(":")
+        try:
+            socket.create_connection((host, int(port)), timeout=timeout_s).close()
+        except (OSError, ValueError) as e:
+            raise InputError(f"--address {address}: no Ray cluster reachable within "
+                             f"{timeout_s:g} s ({e})") from None  # fmt: skip
+    try:
+        ray.init(address=address, log_to_driver=False)
+    except Exception as e:  # Ray raises ConnectionError, RuntimeError, ... for a refused join
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InputError(f"--address {address}: cannot join the Ray cluster ({first})") from None
+
+
+def _fit(tuner: tune.Tuner, cfg: RunConfig, run_dir: Path, echo: Callable[[str], None]) -> None:
+    """Run the sweep to its end or to a Ctrl-C, record which in driver.json, then write the
+    results and the summary."""
+    try:
+        interrupted = fit_noting_interrupt(tuner.fit)
+    except BaseException:
+        mark_ended(run_dir, "interrupted")
+        raise
+    states = [t.status for t in experiment_analysis(run_dir, cfg).trials]
+    interrupted = interrupted or any(s not in ("TERMINATED", "ERROR") for s in states)
+    mark_ended(run_dir, "interrupted" if interrupted else "finished")
+    storage = _storage(cfg)[0]
+    _finish(cfg, run_dir, storage, echo)
+    if is_uri(storage):
+        upload_run_files(storage, cfg.search.name, run_dir)
+
+
+def sweep_outcome(run_dir: Path) -> Outcome:
+    """How the last `tickets search` / `resume` of `run_dir` ended (from its files)."""
+    trials = pd.read_parquet(run_dir / "trials.parquet") if (
+        run_dir / "trials.parquet").is_file() else pd.DataFrame()  # fmt: skip
+    return outcome(trials, driver_record(run_dir)["state"] != "finished")
+
+
+def experiment_path(cfg: RunConfig, run_dir: Path | None = None) -> str:
+    """Where Ray keeps a sweep's experiment state and trial checkpoints (a path or a URI). On
+    local storage that is the run directory itself: `run_dir` when given, so a sweep copied or
+    moved elsewhere is read where it now is, not where it was made."""
+    storage = _storage(cfg)[0]
+    if run_dir is not None and "://" not in storage:
+        return str(Path(run_dir).resolve())
+    return f"{storage.rstrip('/')}/{cfg.search.name}"
 
 
 def load_run(run_dir: Path) -> RunConfig:
@@ -273,20 +398,43 @@ def load_run(run_dir: Path) -> RunConfig:
     return load_config(run_dir / CONFIG_FILE)
 
 
-def resume_search(run_dir: Path, address: str | None,
-                  echo: Callable[[str], None] = print) -> Path:  # fmt: skip
-    """Continue an interrupted sweep: finished trials stay, unfinished ones continue."""
+def resume_search(run_dir: Path, address: str | None, echo: Callable[[str], None] = print,
+                  num_samples: int | None = None) -> Path:  # fmt: skip
+    """Continue an interrupted sweep: finished trials stay, unfinished ones continue. With
+    `num_samples` above the sweep's, the searcher proposes more trials (a finished sweep too).
+    A finished sweep with nothing more to do is only reported: Ray is not started."""
     cfg = load_run(run_dir)
     storage, _ = _storage(cfg)
-    experiment = experiment_path(cfg)
+    experiment = experiment_path(cfg, run_dir)
     if not tune.Tuner.can_restore(experiment):
         raise InputError(f"{run_dir}: no Ray Tune experiment state to resume from")
+    if num_samples is not None:
+        if cfg.search.searcher == "grid":
+            raise InputError("search.num_samples: the grid plans its own trials; it cannot grow")
+        if num_samples < cfg.search.num_samples:
+            raise InputError(f"search.num_samples: {num_samples} is below the sweep's "
+                             f"{cfg.search.num_samples}; a resume only adds trials")  # fmt: skip
+    grows = num_samples is not None and num_samples > cfg.search.num_samples
+    if driver_record(run_dir)["state"] == "finished" and not grows:
+        count = len(experiment_analysis(run_dir, cfg).trials)
+        echo(f"{run_dir}: the sweep is finished ({count} trials); nothing to resume "
+             f"(more trials: tickets resume {run_dir} search.num_samples=N)")  # fmt: skip
+        return run_dir
     init_ray(cfg, address)
+    if grows:
+        cfg = cfg.model_copy(update={"search": cfg.search.model_copy(
+            update={"num_samples": num_samples})})  # fmt: skip
+        (run_dir / CONFIG_FILE).write_text(dump_config(cfg))
+        EXTEND_TO[cfg.search.name] = num_samples
+    mark_running(run_dir)
+    RUN_DIRS[cfg.search.name] = Path(run_dir).resolve()
     os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = str(cfg.search.snapshot_s)
     tuner = tune.Tuner.restore(experiment, trainable=_trainable(cfg), resume_unfinished=True,
                                resume_errored=True)  # fmt: skip
-    tuner.fit()
-    _finish(cfg, run_dir, storage, echo)
+    try:
+        _fit(tuner, cfg, run_dir, echo)
+    finally:
+        EXTEND_TO.pop(cfg.search.name, None)
     return run_dir
 
 
@@ -296,9 +444,10 @@ def collect(run_dir: Path) -> tuple[Any, Any]:
     analysis = experiment_analysis(run_dir, cfg)
     extra = _callback(cfg, run_dir).extra
     trials, epochs = trial_tables(
-        analysis.trials, list(cfg.search.hyperparameters), extra, run_dir.name
+        analysis.trials, list(cfg.search.hyperparameters), extra, cfg.search.name
     )
     trials, epochs = _keep_terminal_rows(run_dir, trials, epochs)
+    trials = mark_interrupted_trials(trials, run_dir)
     write_tables(run_dir, trials, epochs)
     return trials, epochs
 
@@ -306,18 +455,20 @@ def collect(run_dir: Path) -> tuple[Any, Any]:
 def experiment_analysis(run_dir: Path, cfg: RunConfig) -> tune.ExperimentAnalysis:
     """Ray's view of the sweep saved in `run_dir`: its trials, results and checkpoints."""
     try:
-        return tune.ExperimentAnalysis(experiment_path(cfg))
+        return tune.ExperimentAnalysis(experiment_path(cfg, run_dir))
     except Exception as e:  # Ray raises several types for a missing or corrupt state
         raise InputError(f"{run_dir}: cannot read the experiment state ({e})") from None
 
 
-TERMINAL = ("finished", "early_stopped", "error")
+TERMINAL = ("finished", "error")
 
 
 def _keep_terminal_rows(run_dir: Path, trials, epochs):
     """Prefer the rows the results callback wrote from Ray's live trials where they are final
     and the experiment snapshot still says running or pending: Ray 2.60 can leave a trial that
-    failed its last retry as RUNNING in the last snapshot."""
+    failed its last retry as RUNNING in the last snapshot. Not `early_stopped` rows: Tune's
+    clean-up after a Ctrl-C ends every running trial, which the callback cannot tell from a
+    scheduler's stop, while the snapshot taken before it still says running."""
     path = run_dir / "trials.parquet"
     if not path.is_file() or trials.empty:
         return trials, epochs

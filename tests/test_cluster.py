@@ -1,5 +1,5 @@
-"""A sweep against a two-node Ray cluster (`ray.cluster_utils.Cluster` on this machine): trials run
-on both nodes, and the node of each is in trials.parquet."""
+"""A sweep against a two-node Ray cluster (`ray.cluster_utils.Cluster` on this machine), joined
+through RAY_ADDRESS: trials run on both nodes, and the node of each is in trials.parquet."""
 
 from __future__ import annotations
 
@@ -33,10 +33,12 @@ def test_sweep_on_a_two_node_cluster_uses_both_nodes(
         cluster.wait_for_nodes()
         config = sweep_config(tiny_bench, tiny_stage1, tmp_path, num_samples=4,
                               max_concurrent_trials=2)  # fmt: skip
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_CHDIR_TO_TRIAL_DIR": "0"}
-        run = subprocess.run([TICKETS, "search", str(config), "--address", cluster.address,
-                              "pruning.epochs=8"], env=env, capture_output=True, text=True,
-                             timeout=900)  # fmt: skip
+        # The cluster named by RAY_ADDRESS, as under `ray job submit` (no --address): joining it
+        # is the same code as --address (search.tuner.init_ray).
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_CHDIR_TO_TRIAL_DIR": "0",
+               "RAY_ADDRESS": cluster.address}  # fmt: skip
+        run = subprocess.run([TICKETS, "search", str(config), "pruning.epochs=8"], env=env,
+                             capture_output=True, text=True, timeout=900)  # fmt: skip
         assert run.returncode == 0, run.stderr[-3000:]
         trials = pd.read_parquet(tmp_path / "runs" / "sweep" / "trials.parquet")
         assert (trials["status"] == "finished").all() and len(trials) == 4

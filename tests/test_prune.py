@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -246,7 +247,18 @@ def test_killed_prune_resumes_to_the_same_metrics(
         d.mkdir()
         runs[d] = _config(tiny_bench, tiny_stage1, d, epochs=4,
                           stage3={"epochs": 2, "batch_size": 32, "lr": 1e-3})  # fmt: skip
-    assert _run(runs[whole_dir]).wait(timeout=600) == 0
+    whole = _run(runs[whole_dir])
+    out, err = whole.communicate(timeout=600)
+    assert whole.returncode == 0, err.decode()
+    # stdout is a pipe here (as under nohup or Slurm): one line per epoch, with time and rate.
+    epoch_lines = re.findall(
+        r"^prune epoch (\d)/4: loss [\d.]+, dev [\d.]+, ([\d.]+) s, (\d+) samples/s$",
+        out.decode(),
+        flags=re.M,
+    )
+    assert [int(e) for e, _, _ in epoch_lines] == [1, 2, 3, 4]
+    assert all(float(sec) > 0 and int(rate) > 0 for _, sec, rate in epoch_lines)
+    assert len(re.findall(r"^stage3 epoch \d/2: .* samples/s$", out.decode(), flags=re.M)) == 2
 
     proc = _run(runs[killed_dir])
     metrics = killed_dir / "prune" / "metrics.json"
