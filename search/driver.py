@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -135,6 +136,9 @@ def fit_noting_interrupt(fit: Callable[[], Any]) -> bool:
     def marker(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
+    if threading.current_thread() is not threading.main_thread():
+        fit()  # signal handlers belong to the main thread; Tune installs none here either
+        return False
     previous = signal.signal(signal.SIGINT, marker)
     try:
         fit()

@@ -365,9 +365,12 @@ def _fit(tuner: tune.Tuner, cfg: RunConfig, run_dir: Path, echo: Callable[[str],
     except BaseException:
         mark_ended(run_dir, "interrupted")
         raise
-    states = [t.status for t in experiment_analysis(run_dir, cfg).trials]
-    interrupted = interrupted or any(s not in ("TERMINATED", "ERROR") for s in states)
-    mark_ended(run_dir, "interrupted" if interrupted else "finished")
+    # Provisionally interrupted, so that collect marks trials left unended; the snapshot alone
+    # cannot tell (Ray 2.60 can leave a trial that failed its last retry as RUNNING there).
+    mark_ended(run_dir, "interrupted")
+    trials, _ = collect(run_dir)
+    unended = not trials.empty and trials["status"].isin(("interrupted", "pending")).any()
+    mark_ended(run_dir, "interrupted" if interrupted or unended else "finished")
     storage = _storage(cfg)[0]
     _finish(cfg, run_dir, storage, echo)
     if is_uri(storage):
@@ -415,11 +418,17 @@ def resume_search(run_dir: Path, address: str | None, echo: Callable[[str], None
             raise InputError(f"search.num_samples: {num_samples} is below the sweep's "
                              f"{cfg.search.num_samples}; a resume only adds trials")  # fmt: skip
     grows = num_samples is not None and num_samples > cfg.search.num_samples
-    if driver_record(run_dir)["state"] == "finished" and not grows:
+    failed = sweep_outcome(run_dir).failed
+    if driver_record(run_dir)["state"] == "finished" and not grows and not failed:
         count = len(experiment_analysis(run_dir, cfg).trials)
         echo(f"{run_dir}: the sweep is finished ({count} trials); nothing to resume "
              f"(more trials: tickets resume {run_dir} search.num_samples=N)")  # fmt: skip
         return run_dir
+    if failed:
+        echo(
+            f"retrying {len(failed)} failed trial(s) from their last checkpoints: "
+            + ", ".join(failed)
+        )
     init_ray(cfg, address)
     if grows:
         cfg = cfg.model_copy(update={"search": cfg.search.model_copy(

@@ -17,11 +17,12 @@ from tests.test_search import sweep_config
 pytestmark = pytest.mark.ray
 
 
-def _sweep(tmp_path: Path, bench: Bench, stage1: Path, inject: dict, retries: int):
+def _sweep(tmp_path: Path, bench: Bench, stage1: Path, inject: dict, retries: int,
+           exit_code: int = 0):  # fmt: skip
     config = sweep_config(bench, stage1, tmp_path, num_samples=2,
                           failure={"max_retries": retries, "inject": inject})  # fmt: skip
     result = CliRunner().invoke(app, ["search", str(config), "pruning.epochs=3"])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == exit_code, result.output
     run_dir = tmp_path / "runs" / "sweep"
     return pd.read_parquet(run_dir / "trials.parquet"), pd.read_parquet(run_dir / "epochs.parquet")
 
@@ -41,8 +42,9 @@ def test_a_failing_trial_is_retried_from_its_last_checkpoint(
 def test_a_trial_that_keeps_failing_ends_as_error_and_the_sweep_completes(
     ray_session, tiny_bench: Bench, tiny_stage1: Path, tmp_path: Path
 ) -> None:
-    trials, _ = _sweep(tmp_path, tiny_bench, tiny_stage1,
-                       {"epoch": 1, "kind": "exit", "times": 5}, retries=1)  # fmt: skip
+    # Every trial failed: the command exits 1 (README: exit codes).
+    inject = {"epoch": 1, "kind": "exit", "times": 5}
+    trials, _ = _sweep(tmp_path, tiny_bench, tiny_stage1, inject, retries=1, exit_code=1)
     assert len(trials) == 2 and (trials["status"] == "error").all()
     assert trials["error"].notna().all() and (trials["error"].str.len() > 0).all()
     assert trials["test_overall"].isna().all() if "test_overall" in trials else True

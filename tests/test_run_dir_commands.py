@@ -42,11 +42,12 @@ class Sweep:
     ended: pd.Timestamp
 
 
-def _search(root: Path, bench: Bench, stage1: Path, name: str, umask: int, **search) -> Sweep:
+def _search(root: Path, bench: Bench, stage1: Path, name: str, umask: int, exit_code: int = 0,
+            **search) -> Sweep:  # fmt: skip
     config = sweep_config(bench, stage1, root, **search)
     began = pd.Timestamp.now(tz="UTC")
     done = tickets("search", str(config), "--name", name, umask=umask)
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == exit_code, done.stderr[-3000:]
     run_dir = root / "runs" / name
     mode = (run_dir / "trials.parquet").stat().st_mode & 0o777
     return Sweep(run_dir, umask, mode, began, pd.Timestamp.now(tz="UTC"))
@@ -66,8 +67,10 @@ def failing(
     """Two TPE trials that each fail once after their first epoch, with no retries: both end as
     `error` (the fault ledger lets a later attempt pass, which a resume makes)."""
     inject = {"epoch": 1, "kind": "raise", "times": 1}
+    # Every trial failed: `tickets search` exits 1 (README: exit codes).
     return _search(tmp_path_factory.mktemp("failing"), tiny_bench, tiny_stage1, "failing", 0o022,
-                   num_samples=2, failure={"max_retries": 0, "inject": inject})  # fmt: skip
+                   exit_code=1, num_samples=2,
+                   failure={"max_retries": 0, "inject": inject})  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -148,6 +151,8 @@ def test_resume_in_a_fresh_process_reruns_the_failed_trials(
     before = pd.read_parquet(failing_results / "trials.parquet")
     done = tickets("resume", str(failing.run_dir))
     assert done.returncode == 0, done.stderr[-3000:]
+    ids = ", ".join(before["trial_id"])
+    assert f"retrying 2 failed trial(s) from their last checkpoints: {ids}" in done.stdout
     after = pd.read_parquet(failing.run_dir / "trials.parquet")
     assert sorted(after["trial_id"]) == sorted(before["trial_id"])  # no trial twice, none new
     assert (after["status"] == "finished").all() and after["error"].isna().all()

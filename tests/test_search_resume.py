@@ -28,7 +28,7 @@ def _resumable_checkpoint(run_dir: Path, finished: set[str], to_go: int) -> floa
     """When the checkpoint of an unfinished trial with at least `to_go` epochs still to run was
     written (mtime, s), or None when no trial is such."""
     # The test looks at Ray's trial directories only to time the kill; the product never does.
-    for trial_dir in run_dir.glob("run_trial_*"):
+    for trial_dir in run_dir.glob("trial_*"):
         checkpoints = sorted(trial_dir.glob("checkpoint_*"))
         results = trial_dir / "result.json"
         if any(t in trial_dir.name for t in finished) or not checkpoints or not results.is_file():
@@ -86,6 +86,12 @@ def test_killed_sweep_resumes_without_losing_or_repeating_trials(
     proc.wait()
     finished_before = before[before["status"] == "finished"].set_index("trial_id")
     assert len(finished_before) < 4
+    # The killed driver left driver.json saying running; its dead pid tells the truth.
+    status = subprocess.run([TICKETS, "status", str(run_dir)], env=_env(), capture_output=True,
+                            text=True, timeout=120)  # fmt: skip
+    assert status.returncode == 0, status.stderr
+    assert f"sweep sweep ({run_dir}): interrupted" in status.stdout
+    assert "[interrupted]" in status.stdout  # the trial that was running
 
     resumed = subprocess.run([TICKETS, "resume", str(run_dir)], env=_env(), capture_output=True,
                              text=True, timeout=900)  # fmt: skip
