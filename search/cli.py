@@ -315,37 +315,135 @@ def search_cmd(
         str | None, typer.Option(help="Run name (default search.name or a time).")
     ] = None,
 ) -> None:
-    """Sweep allocations with Ray Tune: every trial is one stage-2 run at one proposal."""
-    from search.config import load_config
-    from search.tuner import run_search
+    """Sweep allocations with Ray Tune: every trial is one stage-2 run at one proposal.
 
-    run_search(load_config(config, overrides), name, address, echo=typer.echo)
+    Exit 0 when the sweep ends (a line names any failed trials), 1 when every trial failed,
+    130 on Ctrl-C (the last line says how to resume), 2 on bad input."""
+    from search.config import load_config
+    from search.tuner import planned_run_dir, run_search, sweep_name
+
+    cfg = load_config(config, overrides)
+    name = sweep_name(cfg, name)
+    _sweep_command(lambda: run_search(cfg, name, address, echo=typer.echo),
+                   planned_run_dir(cfg, name))  # fmt: skip
 
 
 @app.command("resume")
 @bad_input_exits_2
 def resume_cmd(
-    run_dir: Annotated[Path, typer.Argument(help="The run directory of an interrupted sweep.")],
+    run_dir: Annotated[
+        str,
+        typer.Argument(
+            help="The run directory of a sweep, or its URI on remote storage "
+            "(s3://.../NAME: its run files are fetched into ./runs/NAME)."
+        ),
+    ],
+    overrides: Annotated[
+        list[str] | None,
+        typer.Argument(help="search.num_samples=N: extend the sweep to N trials (the only one)."),
+    ] = None,
     address: Annotated[str | None, typer.Option(help="Join this Ray cluster.")] = None,
 ) -> None:
-    """Continue an interrupted sweep: finished trials are kept, running ones continue."""
+    """Continue an interrupted sweep: finished trials are kept, running ones continue; a finished
+    one is only reported, or grown with search.num_samples=N. Exit codes as `tickets search`."""
+    from search.config import parse_override
+    from search.remote import local_run_dir
     from search.tuner import resume_search
 
-    resume_search(run_dir, address, echo=typer.echo)
+    run_dir = local_run_dir(run_dir)
+    num_samples = None
+    for text in overrides or []:
+        parts, value = parse_override(text)
+        if parts != ["search", "num_samples"] or not isinstance(value, int) or value < 1:
+            raise InputError(f"override '{text}': a resume takes only search.num_samples=N "
+                             "(a positive integer)")  # fmt: skip
+        num_samples = value
+    _sweep_command(lambda: resume_search(run_dir, address, echo=typer.echo,
+                                         num_samples=num_samples), run_dir)  # fmt: skip
+
+
+def _sweep_command(run: Callable[[], Path], run_dir: Path) -> None:
+    """Run a sweep command and end it with the sweep's exit code and closing lines."""
+    from search.driver import DRIVER_FILE, mark_ended
+    from search.tuner import sweep_outcome
+
+    try:
+        run()
+    except KeyboardInterrupt:  # a second Ctrl-C, or one outside Tune's loop
+        if (run_dir / DRIVER_FILE).is_file():
+            mark_ended(run_dir, "interrupted")
+            typer.echo(f"interrupted; continue with: tickets resume {run_dir}")
+        else:
+            typer.echo("interrupted before the sweep started; nothing was written")
+        raise typer.Exit(130) from None
+    if not (run_dir / DRIVER_FILE).is_file():
+        return  # e.g. a finished sweep that predates driver.json, reported and left alone
+    result = sweep_outcome(run_dir)
+    for line in result.lines(run_dir):
+        typer.echo(line)
+    if result.exit_code:
+        raise typer.Exit(result.exit_code)
 
 
 @app.command("results")
 @bad_input_exits_2
 def results_cmd(
-    run_dir: Annotated[Path, typer.Argument(help="A sweep's run directory (finished or not).")],
+    run_dir: Annotated[
+        str, typer.Argument(help="A sweep's run directory (finished or not), or its URI.")
+    ],
 ) -> None:
     """Rewrite trials.parquet and epochs.parquet from the experiment state and print the best."""
+    from search.remote import local_run_dir
     from search.tuner import best_trials_text, collect, load_run
 
+    run_dir = local_run_dir(run_dir)
     trials, epochs = collect(run_dir)
     typer.echo(best_trials_text(load_run(run_dir), trials))
     typer.echo(f"wrote {run_dir / 'trials.parquet'} ({len(trials)} trials), "
                f"{run_dir / 'epochs.parquet'} ({len(epochs)} epochs)")  # fmt: skip
+
+
+@app.command("status")
+@bad_input_exits_2
+def status_cmd(
+    run_dir: Annotated[
+        str,
+        typer.Argument(
+            help="A sweep's run directory (running, interrupted or finished), or its "
+            "URI on remote storage."
+        ),
+    ],
+    top: Annotated[int, typer.Option(help="How many of the best trials to list.")] = 5,
+) -> None:
+    """Where a sweep stands: trials by status, the best so far, trial-epochs spent, time left.
+    Reads the run directory only (no Ray), so it works from another shell while the sweep runs."""
+    from search.remote import local_run_dir
+    from search.status import status_text
+
+    typer.echo(status_text(local_run_dir(run_dir), top))
+
+
+@app.command("doctor")
+@bad_input_exits_2
+def doctor_cmd(
+    config: Annotated[
+        Path | None, typer.Argument(help="Also check this run config's data, checkpoint, search.")
+    ] = None,
+    overrides: Overrides = None,
+    address: Annotated[
+        str | None, typer.Option(help="Check this Ray cluster (default RAY_ADDRESS): HEAD:6379.")
+    ] = None,
+) -> None:
+    """Check torch, CUDA, Ray and the resources here or on a cluster, and with a CONFIG whether
+    its data cache, checkpoint, trial resources and storage are usable. One line per check.
+
+    Exit 0 when nothing FAILs, 1 when a check fails, 2 on bad input or an unreachable cluster."""
+    from search.config import load_config
+    from search.doctor import run_doctor
+
+    cfg = load_config(config, overrides) if config is not None else None
+    if run_doctor(cfg, address, echo=typer.echo):
+        raise typer.Exit(1)
 
 
 @app.command("pareto")
