@@ -181,7 +181,7 @@ def train_epoch(name: str, model: VQAModel, objective, params: list, optimizer, 
                 after_step: Callable[[], None] | None = None) -> list[float]:  # fmt: skip
     """One epoch over `split` in the seeded order of (cfg.seed, epoch): AdamW steps on `params`
     with gradient clipping, bf16 autocast on CUDA; returns the batch losses. A non-finite loss
-    stops the run (RuntimeError, naming its step) once the next step is queued. `after_step`
+    stops the run (RuntimeError, naming its step) once the next batch is built. `after_step`
     runs after every optimiser step."""
     model.train()
     objective.train()
@@ -194,8 +194,9 @@ def train_epoch(name: str, model: VQAModel, objective, params: list, optimizer, 
     pending: torch.Tensor | None = None  # the previous step's loss, not yet read
 
     def settle(loss: torch.Tensor, step: int) -> None:
-        # Reading a CUDA loss waits for its step; reading it one step late lets the host
-        # assemble the next batch while the device computes (a read per step idled the GPU).
+        # Reading a CUDA loss waits for everything queued before it. Read only once the next
+        # batch is built and on its way, the host's batch assembly overlaps the device's step
+        # (a read right after each step idled the GPU while the host built the next batch).
         value = loss.item()
         if not math.isfinite(value):
             raise RuntimeError(f"{name}: non-finite loss at epoch {epoch + 1}, step {step}")
@@ -205,6 +206,9 @@ def train_epoch(name: str, model: VQAModel, objective, params: list, optimizer, 
     for i in bar:
         rows = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
         batch = data.make_batch(split, rows).to(device)
+        if pending is not None:  # after building this batch, which overlapped the last step
+            settle(pending, i)
+            pending = None
         with autocast:
             logits, pooled = model(
                 batch.input_ids, batch.attention_mask, batch.visual_feats, batch.visual_pos
@@ -219,8 +223,6 @@ def train_epoch(name: str, model: VQAModel, objective, params: list, optimizer, 
         scheduler.step()
         if after_step is not None:
             after_step()
-        if pending is not None:
-            settle(pending, i)
         pending = loss.detach()
     if pending is not None:
         settle(pending, steps)

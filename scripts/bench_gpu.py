@@ -19,9 +19,11 @@ Run it in an environment with this project and a CUDA build of torch installed
   host-to-device copy from pageable and from pinned memory; peak memory of each variant alone.
 - ``flops``: forward + backward FLOPs of one step (torch's FlopCounterMode: matmuls) over its
   time, against the device's bf16 dense peak (goal >= 50%).
-- ``packing``: how many stage-2 trials fit on the device by memory, and a 4-trial Ray Tune sweep
-  of the demo benchmark with ``resources: {gpu: 0.25}`` while ``nvidia-smi`` counts the processes
-  on the device: the four trials must run at the same time; trials.parquet gives node and device.
+- ``packing``: how many stage-2 trials fit on the device by memory (after ``throughput``, which
+  sizes a trial), and a 4-trial Ray Tune sweep of the demo benchmark with ``resources: {gpu:
+  0.25}``: the four trials must run at the same time (their ``started_at`` / ``ended_at``
+  intervals in trials.parquet overlap; ``nvidia-smi``'s process count is printed beside), on one
+  device (trials.parquet's ``device``, with the node).
 
 Prints one line per figure and writes them all as JSON (``--out``), section by section as they
 finish.
@@ -437,7 +439,9 @@ class DeviceProcesses(threading.Thread):
             self.halt.wait(self.interval)
 
 
-def packing(peak_trial_bytes: int, device: torch.device, dry: bool, work: Path) -> dict[str, Any]:
+def packing(
+    peak_trial_bytes: int | None, device: torch.device, dry: bool, work: Path
+) -> dict[str, Any]:
     """Trials per device by memory, and a real 4-trial sweep sharing the device, under `work`."""
     from search.demo import build_stage1
     from search.tuner import collect, run_search
@@ -446,12 +450,10 @@ def packing(peak_trial_bytes: int, device: torch.device, dry: bool, work: Path) 
     if device.type == "cuda":
         free, total = torch.cuda.mem_get_info(device)
         context = total - free - torch.cuda.memory_reserved(device)  # CUDA context, not tensors
-        out.update(
-            total_bytes=total,
-            context_bytes=context,
-            trial_peak_bytes=peak_trial_bytes,
-            trials_by_memory=int(0.95 * total // max(1, peak_trial_bytes + context)),
-        )
+        # The trial's peak comes from the throughput section; alone, packing cannot size it.
+        fits = int(0.95 * total // (peak_trial_bytes + context)) if peak_trial_bytes else None
+        out.update(total_bytes=total, context_bytes=context, trial_peak_bytes=peak_trial_bytes,
+                   trials_by_memory=fits)  # fmt: skip
     trials = 4
     overrides = [
         "search.name=pack",
@@ -474,15 +476,30 @@ def packing(peak_trial_bytes: int, device: torch.device, dry: bool, work: Path) 
     watcher.halt.set()
     table, _ = collect(run_dir)
     out["device_processes_at_once"] = watcher.most if device.type == "cuda" else None
-    out["trials"] = table[["trial_id", "status", "node", "device", "wall_s"]].to_dict("records")
+    out["trials_at_once"] = most_at_once(table)
+    columns = ["trial_id", "status", "node", "device", "wall_s", "started_at", "ended_at"]
+    out["trials"] = table[columns].astype({"started_at": str, "ended_at": str}).to_dict("records")
     out["run_dir"] = str(run_dir)
+    # Four at once on the GPU; on the CPU of a dry run as many as its cores take (one each).
+    wanted = trials if device.type == "cuda" else min(trials, os.cpu_count() or 1)
     out["ok"] = bool(
         len(table) == trials
         and (table["status"] == "finished").all()
         and table["device"].nunique() == 1
-        and (device.type != "cuda" or watcher.most >= trials)
+        and out["trials_at_once"] >= wanted
     )
     return out
+
+
+def most_at_once(table: Any) -> int:
+    """The most trials whose [started_at, ended_at] intervals of trials.parquet overlap."""
+    events = [(t, +1) for t in table["started_at"].dropna()]
+    events += [(t, -1) for t in table["ended_at"].dropna()]
+    running = most = 0
+    for _, step in sorted(events, key=lambda e: (e[0], e[1])):  # an end before a start at a tie
+        running += step
+        most = max(most, running)
+    return most
 
 
 def main() -> None:
@@ -540,7 +557,7 @@ def main() -> None:
         elif section == "flops":
             report[section] = flops(size, device, name, args.peak_tflops)
         else:
-            peak = report.get("throughput", {}).get("peak_bytes", {}).get("masked", 0)
+            peak = report.get("throughput", {}).get("peak_bytes", {}).get("masked")
             with tempfile.TemporaryDirectory(prefix="bench-gpu-") as tmp:
                 work = args.work.resolve() if args.work else Path(tmp)
                 report[section] = packing(peak, device, args.dry_run, work)
@@ -602,14 +619,15 @@ def print_section(name: str, r: dict[str, Any]) -> None:
                 f"{f['tflops']:.1f} TFLOP/s, {share} of {r['peak_tflops_bf16']} (goal >= 50%)"
             )
     else:
-        if "trials_by_memory" in r:
+        if r.get("trials_by_memory") is not None:
             print(
                 f"trials by memory: {r['trials_by_memory']} (trial peak "
                 f"{r['trial_peak_bytes'] / mib:.0f} MiB + context {r['context_bytes'] / mib:.0f} "
                 f"MiB of {r['total_bytes'] / mib:.0f} MiB)"
             )
         print(
-            f"sweep ok {r['ok']} in {r['sweep_s']:.0f} s, processes on the device at once: "
+            f"sweep ok {r['ok']} in {r['sweep_s']:.0f} s: {r['trials_at_once']} trials at once "
+            f"(trials.parquet times), processes on the device at once (nvidia-smi): "
             f"{r['device_processes_at_once']}"
         )
         for t in r["trials"]:

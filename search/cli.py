@@ -364,17 +364,18 @@ def resume_cmd(
 
 def _sweep_command(run: Callable[[], Path], run_dir: Path) -> None:
     """Run a sweep command and end it with the sweep's exit code and closing lines."""
-    from search.driver import DRIVER_FILE, mark_ended
+    from search.driver import DRIVER_FILE, mark_ended, owns
     from search.tuner import sweep_outcome
 
     try:
         run()
     except KeyboardInterrupt:  # a second Ctrl-C, or one outside Tune's loop
-        if (run_dir / DRIVER_FILE).is_file():
-            mark_ended(run_dir, "interrupted")
-            typer.echo(f"interrupted; continue with: tickets resume {run_dir}")
-        else:
+        if not (run_dir / DRIVER_FILE).is_file():
             typer.echo("interrupted before the sweep started; nothing was written")
+        else:
+            if owns(run_dir):  # not a finished sweep whose resume was cut before it began
+                mark_ended(run_dir, "interrupted")
+            typer.echo(f"interrupted; continue with: tickets resume {run_dir}")
         raise typer.Exit(130) from None
     if not (run_dir / DRIVER_FILE).is_file():
         return  # e.g. a finished sweep that predates driver.json, reported and left alone

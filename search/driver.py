@@ -2,7 +2,8 @@
 
 `RUN_DIR/driver.json` says which process drives the sweep (`pid`, `host`) and its `state`:
 `running` while `tickets search` or `tickets resume` runs, then `finished` (the searcher ran out
-of trials) or `interrupted` (Ctrl-C, or trials left unfinished). A driver killed with SIGKILL
+of trials), `stopped` (a Tune stopper, e.g. a benchmark's stop-at-target rule, ended it) or
+`interrupted` (Ctrl-C, or trials left unfinished). A driver killed with SIGKILL
 leaves `running` behind; on its own host a dead pid tells, so the sweep reads as interrupted.
 Commands in other processes (`status`, `results`) read this without joining Ray.
 """
@@ -49,8 +50,12 @@ def mark_running(run_dir: Path) -> None:
                "host": socket.gethostname(), "started_at": _now()})  # fmt: skip
 
 
+ENDED = ("finished", "stopped")
+"""Driver states of a sweep that ended by itself: nothing to resume."""
+
+
 def mark_ended(run_dir: Path, state: str) -> None:
-    """Record the driver's end: `finished` or `interrupted`."""
+    """Record the driver's end: `finished`, `stopped` or `interrupted`."""
     path = Path(run_dir) / DRIVER_FILE
     record = json.loads(path.read_text()) if path.is_file() else {}
     write_json(path, {**record, "state": state, "ended_at": _now()})
@@ -82,14 +87,24 @@ def driver_record(run_dir: Path) -> dict[str, Any]:
 def mark_interrupted_trials(trials: Any, run_dir: Path) -> Any:
     """`trials` (trials.parquet rows read from Ray's snapshot) with the status of each trial
     that reported an epoch and has not ended set to `running` while a driver runs the sweep,
-    else `interrupted`; trials that never reported stay `pending`."""
+    `early_stopped` when a stopper ended the sweep, else `interrupted`; trials that never
+    reported stay `pending`."""
     if trials.empty:
         return trials
     trials = trials.copy()
     started = trials["status"].isin(UNFINISHED) & (trials["epochs"].fillna(0) > 0)
-    live = driver_record(run_dir)["state"] == "running"
-    trials.loc[started, "status"] = "running" if live else "interrupted"
+    state = driver_record(run_dir)["state"]
+    status = {"running": "running", "stopped": "early_stopped"}.get(state, "interrupted")
+    trials.loc[started, "status"] = status
+    if status == "early_stopped" and "early_stopped" in trials:
+        trials.loc[started, "early_stopped"] = True
     return trials
+
+
+def owns(run_dir: Path) -> bool:
+    """Whether this process is the driver driver.json names."""
+    record = driver_record(run_dir)
+    return record.get("pid") == os.getpid() and record.get("host") == socket.gethostname()
 
 
 @dataclass(frozen=True)
@@ -120,6 +135,14 @@ class Outcome:
         return out
 
 
+def _ray_client() -> bool:
+    try:
+        from ray.util.client import ray as client
+    except ImportError:
+        return False
+    return bool(client.is_connected())
+
+
 def outcome(trials: Any, interrupted: bool) -> Outcome:
     failed = [] if trials.empty else list(trials.loc[trials["status"] == "error", "trial_id"])
     return Outcome(interrupted=interrupted, failed=failed, total=len(trials))
@@ -136,8 +159,10 @@ def fit_noting_interrupt(fit: Callable[[], Any]) -> bool:
     def marker(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
-    if threading.current_thread() is not threading.main_thread():
-        fit()  # signal handlers belong to the main thread; Tune installs none here either
+    if threading.current_thread() is not threading.main_thread() or _ray_client():
+        # Signal handlers belong to the main thread, and a Ray Client's Tune loop runs on the
+        # cluster: Tune installs none here. The unended-trials check still tells.
+        fit()
         return False
     previous = signal.signal(signal.SIGINT, marker)
     try:

@@ -29,6 +29,10 @@ class EpochLines(tune.Callback):
         self.best: float | None = None
         self.started = time.monotonic()
 
+    def setup(self, **info: Any) -> None:
+        # Tune pickles its callbacks with the sweep: a resumed driver starts its own clock.
+        self.best, self.started = None, time.monotonic()
+
     def _say(self, text: str) -> None:
         elapsed = time.monotonic() - self.started
         print(f"[{elapsed // 60:02.0f}:{elapsed % 60:02.0f}] {text}", file=sys.stdout, flush=True)
@@ -55,9 +59,10 @@ class EpochLines(tune.Callback):
         epochs = int((trial.config or {}).get("epochs", self.epochs))
         stage = "" if result.get("stage", "prune") == "prune" else f"{result['stage']} "
         shown = f"{value:.2f}" if isinstance(value, int | float) else "-"
+        best = "-" if self.best is None else f"{self.best:.2f}"
         self._say(
             f"{self._where(trial)} {stage}epoch {result.get('epochs_done', '?')}/{epochs}:"
-            f" {self.metric} {shown} (best so far {self.best:.2f})"
+            f" {self.metric} {shown} (best so far {best})"
         )
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:

@@ -15,9 +15,7 @@ import pandas as pd
 from search.config import RunConfig
 from search.driver import driver_record, mark_interrupted_trials
 from search.results import trial_tables
-from search.tuner import experiment_analysis, load_run, model_sizes
-
-ENDED = ("finished", "early_stopped", "error")
+from search.tuner import experiment_analysis, keep_terminal_rows, load_run, model_sizes
 
 
 def planned_trials(cfg: RunConfig) -> int | None:
@@ -68,6 +66,8 @@ def status_text(run_dir: Path, top: int = 5) -> str:
     trials, epochs = trial_tables(
         experiment_analysis(run_dir, cfg).trials, list(cfg.search.hyperparameters)
     )
+    # As `tickets results` reads them: the final rows of trials the snapshot shows unended.
+    trials, epochs = keep_terminal_rows(run_dir, trials, epochs)
     trials = mark_interrupted_trials(trials, run_dir)
     state = record["state"]
     head = f"sweep {cfg.search.name} ({run_dir}): {state}"

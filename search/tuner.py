@@ -32,6 +32,7 @@ from models.structure import group_sizes
 from models.vqa_model import check_model_dir
 from search.config import RunConfig, dump_config, load_config
 from search.driver import (
+    ENDED,
     RUN_DIRS,
     Outcome,
     driver_record,
@@ -43,10 +44,11 @@ from search.driver import (
 )
 from search.pareto import pareto_report
 from search.progress import EpochLines
-from search.remote import RunFilesUpload, is_uri, upload_run_files
+from search.remote import RunFilesUpload, check_storage, is_uri, upload_run_files
 from search.results import NUMBER_KEY, ResultsCallback, trial_tables, write_tables
 from search.space import make_space, startup_trials, uniform_points
 from search.trainable import TIME_ATTR, run_trial
+from vqa.atomic import atomic_path
 from vqa.errors import InputError
 
 # GPSampler fits its model inside the space function at the first suggest, so Ray's warning
@@ -276,6 +278,8 @@ def run_search(cfg: RunConfig, name: str | None, address: str | None,
     for b in _budgets(cfg):
         cfg.pruning.model_copy(update={"sparsity": b, "language": None, "visual": None,
                                        "cross": None}).sparsities(sizes)  # fmt: skip
+    if is_uri(storage):
+        check_storage(storage, name)  # before anything is written, as the cluster below
     init_ray(cfg, address)  # before anything is written: a failed start leaves no run behind
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / CONFIG_FILE).write_text(dump_config(cfg))
@@ -311,7 +315,7 @@ def run_search(cfg: RunConfig, name: str | None, address: str | None,
             verbose=0,
         ),
     )
-    _fit(tuner, cfg, run_dir, echo)
+    _fit(tuner, cfg, run_dir, echo, stop)
     return run_dir
 
 
@@ -322,6 +326,16 @@ def trial_dirname(trial: Any) -> str:
 
 EXTEND_TO: dict[str, int] = {}
 """Sweep name -> the trial count a `tickets resume ... search.num_samples=N` asks for."""
+
+
+def _growable(tuner: tune.Tuner) -> bool:
+    """Whether the restored sweep's search algorithm is a SweepGenerator (sweeps started before
+    it existed saved a plain one, which restores its old trial count)."""
+    internal = getattr(tuner, "_local_tuner", None)
+    if internal is None:  # a Ray Client's tuner lives on the cluster: nothing to look at here
+        return True
+    config = getattr(internal, "_tune_config", None)
+    return isinstance(getattr(config, "search_alg", None), SweepGenerator)
 
 
 class SweepGenerator(SearchGenerator):
@@ -342,6 +356,9 @@ class SweepGenerator(SearchGenerator):
 def join_cluster(address: str, timeout_s: float) -> None:
     """`ray.init(address=...)`, refusing in one line a cluster that is unreachable within
     `timeout_s` or that refuses the connection (e.g. token authentication without the token)."""
+    if address.startswith(("http://", "https://")):
+        raise InputError(f"--address {address}: a dashboard or job-submission address; give the "
+                         "cluster's GCS address (HEAD:6379) or ray://HEAD:10001")  # fmt: skip
     hostport = address.removeprefix("ray://")
     if address != "auto" and ":" in hostport:
         host, _, port = hostport.rpartition(":")
@@ -357,31 +374,34 @@ def join_cluster(address: str, timeout_s: float) -> None:
         raise InputError(f"--address {address}: cannot join the Ray cluster ({first})") from None
 
 
-def _fit(tuner: tune.Tuner, cfg: RunConfig, run_dir: Path, echo: Callable[[str], None]) -> None:
-    """Run the sweep to its end or to a Ctrl-C, record which in driver.json, then write the
-    results and the summary."""
+def _fit(tuner: tune.Tuner, cfg: RunConfig, run_dir: Path, echo: Callable[[str], None],
+         stop: Stopper | None = None) -> None:  # fmt: skip
+    """Run the sweep to its end, to its stopper's or to a Ctrl-C, record which in driver.json,
+    then write the results and the summary."""
     try:
         interrupted = fit_noting_interrupt(tuner.fit)
     except BaseException:
         mark_ended(run_dir, "interrupted")
         raise
+    if not interrupted and stop is not None and stop.stop_all():
+        # Tune ends the running trials after its last snapshot: they stopped early.
+        mark_ended(run_dir, "stopped")
+        _finish(cfg, run_dir, _storage(cfg)[0], echo)
+        return
     # Provisionally interrupted, so that collect marks trials left unended; the snapshot alone
     # cannot tell (Ray 2.60 can leave a trial that failed its last retry as RUNNING there).
     mark_ended(run_dir, "interrupted")
     trials, _ = collect(run_dir)
     unended = not trials.empty and trials["status"].isin(("interrupted", "pending")).any()
     mark_ended(run_dir, "interrupted" if interrupted or unended else "finished")
-    storage = _storage(cfg)[0]
-    _finish(cfg, run_dir, storage, echo)
-    if is_uri(storage):
-        upload_run_files(storage, cfg.search.name, run_dir)
+    _finish(cfg, run_dir, _storage(cfg)[0], echo)
 
 
 def sweep_outcome(run_dir: Path) -> Outcome:
     """How the last `tickets search` / `resume` of `run_dir` ended (from its files)."""
     trials = pd.read_parquet(run_dir / "trials.parquet") if (
         run_dir / "trials.parquet").is_file() else pd.DataFrame()  # fmt: skip
-    return outcome(trials, driver_record(run_dir)["state"] != "finished")
+    return outcome(trials, driver_record(run_dir)["state"] not in ENDED)
 
 
 def experiment_path(cfg: RunConfig, run_dir: Path | None = None) -> str:
@@ -417,10 +437,17 @@ def resume_search(run_dir: Path, address: str | None, echo: Callable[[str], None
         if num_samples < cfg.search.num_samples:
             raise InputError(f"search.num_samples: {num_samples} is below the sweep's "
                              f"{cfg.search.num_samples}; a resume only adds trials")  # fmt: skip
+    record = driver_record(run_dir)
+    if record["state"] == "running" and record.get("host") == socket.gethostname():
+        raise InputError(
+            f"{run_dir}: driver pid {record.get('pid')} on this host is running "
+            "this sweep; stop it (Ctrl-C) first, or watch it: tickets status"
+        )
     grows = num_samples is not None and num_samples > cfg.search.num_samples
     failed = sweep_outcome(run_dir).failed
-    if driver_record(run_dir)["state"] == "finished" and not grows and not failed:
-        count = len(experiment_analysis(run_dir, cfg).trials)
+    count = len(experiment_analysis(run_dir, cfg).trials)
+    short = cfg.search.searcher != "grid" and count < cfg.search.num_samples
+    if record["state"] in ENDED and not (grows or failed or short):
         echo(f"{run_dir}: the sweep is finished ({count} trials); nothing to resume "
              f"(more trials: tickets resume {run_dir} search.num_samples=N)")  # fmt: skip
         return run_dir
@@ -430,16 +457,22 @@ def resume_search(run_dir: Path, address: str | None, echo: Callable[[str], None
             + ", ".join(failed)
         )
     init_ray(cfg, address)
-    if grows:
-        cfg = cfg.model_copy(update={"search": cfg.search.model_copy(
-            update={"num_samples": num_samples})})  # fmt: skip
-        (run_dir / CONFIG_FILE).write_text(dump_config(cfg))
-        EXTEND_TO[cfg.search.name] = num_samples
-    mark_running(run_dir)
     RUN_DIRS[cfg.search.name] = Path(run_dir).resolve()
     os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = str(cfg.search.snapshot_s)
     tuner = tune.Tuner.restore(experiment, trainable=_trainable(cfg), resume_unfinished=True,
                                resume_errored=True)  # fmt: skip
+    if cfg.search.searcher != "grid":
+        if (grows or short) and not _growable(tuner):
+            raise InputError(f"{run_dir}: this sweep was started by an older tickets, whose "
+                             "saved searcher cannot take more trials")  # fmt: skip
+        # tickets.yaml holds the count the sweep is to reach, also after a growth cut short.
+        EXTEND_TO[cfg.search.name] = num_samples if grows else cfg.search.num_samples
+    if grows:
+        cfg = cfg.model_copy(update={"search": cfg.search.model_copy(
+            update={"num_samples": num_samples})})  # fmt: skip
+        with atomic_path(run_dir / CONFIG_FILE) as tmp:
+            tmp.write_text(dump_config(cfg))
+    mark_running(run_dir)
     try:
         _fit(tuner, cfg, run_dir, echo)
     finally:
@@ -455,7 +488,7 @@ def collect(run_dir: Path) -> tuple[Any, Any]:
     trials, epochs = trial_tables(
         analysis.trials, list(cfg.search.hyperparameters), extra, cfg.search.name
     )
-    trials, epochs = _keep_terminal_rows(run_dir, trials, epochs)
+    trials, epochs = keep_terminal_rows(run_dir, trials, epochs)
     trials = mark_interrupted_trials(trials, run_dir)
     write_tables(run_dir, trials, epochs)
     return trials, epochs
@@ -472,7 +505,7 @@ def experiment_analysis(run_dir: Path, cfg: RunConfig) -> tune.ExperimentAnalysi
 TERMINAL = ("finished", "error")
 
 
-def _keep_terminal_rows(run_dir: Path, trials, epochs):
+def keep_terminal_rows(run_dir: Path, trials, epochs):
     """Prefer the rows the results callback wrote from Ray's live trials where they are final
     and the experiment snapshot still says running or pending: Ray 2.60 can leave a trial that
     failed its last retry as RUNNING in the last snapshot. Not `early_stopped` rows: Tune's
@@ -511,6 +544,8 @@ def _finish(cfg: RunConfig, run_dir: Path, storage: str, echo: Callable[[str], N
         echo(f"no plots: {e}")
     spec = ",".join(f"{c}:{m}" for c, m in objectives)
     echo(f"more: tickets pareto {run_dir} --objectives {spec}")
+    if is_uri(storage):
+        upload_run_files(storage, cfg.search.name, run_dir)
 
 
 def best_trials_text(cfg: RunConfig, trials, top: int = 5) -> str:

@@ -53,6 +53,8 @@ def test_dry_run_checks_and_measures_every_section(tmp_path: Path) -> None:
     assert pack["ok"]
     assert [t["status"] for t in pack["trials"]] == ["finished"] * 4
     assert {t["device"] for t in pack["trials"]} == {"cpu"}
+    # Two trials (one CPU each, two cores) ran at the same time.
+    assert pack["trials_at_once"] == min(4, os.cpu_count() or 1)
     assert "--- packing" in proc.stdout and "sweep ok True" in proc.stdout
     trials = pd.read_parquet(tmp_path / "work" / "runs" / "pack" / "trials.parquet")
     assert sorted(trials["trial_id"]) == sorted(t["trial_id"] for t in pack["trials"])
