@@ -5,18 +5,11 @@ from __future__ import annotations
 import math
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from ray import tune
 
-
-def _last_line(path: str | None) -> str:
-    if not path or not Path(path).is_file():
-        return "see the trial's error file"
-    lines = [ln.strip() for ln in Path(path).read_text(errors="replace").splitlines()]
-    lines = [ln for ln in lines if ln]
-    return lines[-1][:300] if lines else "see the trial's error file"
+from search.results import last_error_line
 
 
 class EpochLines(tune.Callback):
@@ -81,4 +74,5 @@ class EpochLines(tune.Callback):
             )
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._say(f"{self._where(trial)} failed: {_last_line(trial.error_file)}")
+        line = last_error_line(trial, 300) or "see the trial's error file"
+        self._say(f"{self._where(trial)} failed: {line}")

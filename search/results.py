@@ -61,13 +61,17 @@ def trial_status(trial: Any) -> str:
 
 def _error(trial: Any) -> str | None:
     """The last line of a failed trial's error file (at most 500 characters); None otherwise."""
-    if trial.status != "ERROR":
-        return None
+    return last_error_line(trial) if trial.status == "ERROR" else None
+
+
+def last_error_line(trial: Any, width: int = 500) -> str | None:
+    """The last non-empty line of the trial's error file (at most `width` characters), "error"
+    for an empty one, None when it has none."""
     text = _error_text(trial)
     if text is None:
         return None
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    return lines[-1][:500] if lines else "error"
+    return lines[-1][:width] if lines else "error"
 
 
 def _error_text(trial: Any) -> str | None:

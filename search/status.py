@@ -15,32 +15,25 @@ import pandas as pd
 from search.config import RunConfig
 from search.driver import driver_record, mark_interrupted_trials
 from search.results import trial_tables
-from search.tuner import experiment_analysis, keep_terminal_rows, load_run, model_sizes
+from search.tuner import (
+    build_searcher,
+    experiment_analysis,
+    keep_terminal_rows,
+    load_run,
+    model_sizes,
+)
 
 
-def planned_trials(cfg: RunConfig) -> int | None:
+def planned_trials(cfg: RunConfig, run_dir: Path) -> int | None:
     """Trials the sweep plans: `search.num_samples`, or the grid's upper bound (None when the
     stage-1 checkpoint it is computed from cannot be read here)."""
     if cfg.search.searcher != "grid":
         return cfg.search.num_samples
-    from search.grid import GridSearcher
-
     try:
         sizes = model_sizes(cfg.pruning.checkpoint)
     except Exception:  # e.g. a sweep copied without its stage-1 checkpoint
         return None
-    s = cfg.search.budgets[0] if cfg.search.budgets else cfg.pruning.sparsity
-    grid = cfg.search.grid
-    return GridSearcher(
-        sizes,
-        s,
-        bounds=tuple(cfg.pruning.bounds),
-        metric="sel_overall",
-        mode="max",
-        coarse_step=grid.coarse_step,
-        fine_step=grid.fine_step,
-        fine_radius=grid.fine_radius,
-    ).max_trials()
+    return build_searcher(cfg, sizes, run_dir).max_trials()  # the grid opens no study
 
 
 def _epochs_per_trial(cfg: RunConfig, trials: pd.DataFrame) -> float:
@@ -79,7 +72,7 @@ def status_text(run_dir: Path, top: int = 5) -> str:
     elif record.get("ended_at"):
         head += f" at {record['ended_at']}"
     lines = [head]
-    planned = planned_trials(cfg)
+    planned = planned_trials(cfg, run_dir)
     counts = trials["status"].value_counts().to_dict() if not trials.empty else {}
     of = f" of {planned}" if planned else ""
     lines.append(

@@ -20,6 +20,7 @@ import optuna
 import pandas as pd
 import pytest
 import yaml
+from ray.tune.stopper import Stopper
 
 from search.driver import Outcome
 from tests.conftest import Bench
@@ -318,3 +319,34 @@ def test_a_sweep_on_uri_storage_survives_the_loss_of_the_drivers_disk(
     uploaded = pd.read_parquet(copied / "trials.parquet")
     assert len(uploaded) == 3
     assert not (driver / "runs").exists()  # nothing was written where the sweep used to be
+
+
+class StopAfter(Stopper):
+    """Ends the whole sweep after `reports` epoch reports (as bench_search's target rule does);
+    module-level, since Tune pickles the stopper with the sweep."""
+
+    def __init__(self, reports: int) -> None:
+        self.reports, self.seen = reports, 0
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        self.seen += 1
+        return False
+
+    def stop_all(self) -> bool:
+        return self.seen >= self.reports
+
+
+def test_a_sweep_its_stopper_ends_is_stopped_and_its_unended_trials_early_stopped(
+    ray_session, tiny_bench: Bench, tiny_stage1: Path, tmp_path: Path
+) -> None:
+    from search.config import load_config
+    from search.tuner import run_search, sweep_outcome
+
+    config = _config(tiny_bench, tiny_stage1, tmp_path, 12, num_samples=2,
+                     max_concurrent_trials=2)  # fmt: skip
+    run_dir = run_search(load_config(config), None, None, echo=lambda m: None, stop=StopAfter(3))
+    assert json.loads((run_dir / "driver.json").read_text())["state"] == "stopped"
+    trials = pd.read_parquet(run_dir / "trials.parquet")
+    assert set(trials["status"]) == {"early_stopped"}, trials[["trial_id", "status", "epochs"]]
+    assert trials["early_stopped"].all() and (trials["epochs"] < 12).all()
+    assert sweep_outcome(run_dir).exit_code == 0

@@ -179,12 +179,9 @@ def _index(path: Path, records: list[dict[str, Any]]) -> dict[int, dict[str, Any
     return index
 
 
-def read_pair(ques_path: Path, ann_path: Path) -> pd.DataFrame:
-    """Join one question file with its annotation file on `question_id`, strictly."""
-    questions = _load_list(ques_path, "questions")
-    annotations = _load_list(ann_path, "annotations")
-    _check(ques_path, questions, QUESTION_FIELDS)
-    _check(ann_path, annotations, ANNOTATION_FIELDS)
+def _join(ques_path: Path, questions: list[dict], ann_path: Path,
+          annotations: list[dict]) -> tuple[dict, dict]:  # fmt: skip
+    """Questions and annotations indexed by `question_id`; every id must be in both files."""
     q_index = _index(ques_path, questions)
     a_index = _index(ann_path, annotations)
     for qid in q_index:
@@ -193,6 +190,16 @@ def read_pair(ques_path: Path, ann_path: Path) -> pd.DataFrame:
     for qid in a_index:
         if qid not in q_index:
             raise InputError(f"{ques_path}: no question for question_id {qid} of {ann_path.name}")
+    return q_index, a_index
+
+
+def read_pair(ques_path: Path, ann_path: Path) -> pd.DataFrame:
+    """Join one question file with its annotation file on `question_id`, strictly."""
+    questions = _load_list(ques_path, "questions")
+    annotations = _load_list(ann_path, "annotations")
+    _check(ques_path, questions, QUESTION_FIELDS)
+    _check(ann_path, annotations, ANNOTATION_FIELDS)
+    q_index, a_index = _join(ques_path, questions, ann_path, annotations)
     rows = []
     for qid, q in q_index.items():
         a = a_index[qid]
@@ -305,19 +312,12 @@ def read_packed_test(ques_path: Path, packed: Path, types: list[str]) -> pd.Data
     training type `types` beginning the question, and the answer the most frequent one."""
     questions = _load_list(ques_path, "questions")
     _check(ques_path, questions, QUESTION_FIELDS)
-    q_index = _index(ques_path, questions)
     data = _load_object(packed)
     annotations = data.get("annotations")
     if not isinstance(annotations, list):
         raise InputError(f"{packed}: field 'annotations' must be a list of records")
     _check(packed, annotations, PACKED_FIELDS)
-    a_index = _index(packed, annotations)
-    for qid in q_index:
-        if qid not in a_index:
-            raise InputError(f"{packed}: no annotation for question_id {qid} of {ques_path.name}")
-    for qid in a_index:
-        if qid not in q_index:
-            raise InputError(f"{ques_path}: no question for question_id {qid} of {packed.name}")
+    q_index, a_index = _join(ques_path, questions, packed, annotations)
     members: dict[int, list[str]] = {qid: [] for qid in q_index}
     for ood in VQAVS_OOD_SETS:
         ids = data.get(packed_key(ood))
