@@ -7,13 +7,16 @@ it), `trials.parquet` and `epochs.parquet`.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
 import socket
+import sys
+import tempfile
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -353,6 +356,26 @@ class SweepGenerator(SearchGenerator):
             self._total_samples = wanted
 
 
+@contextlib.contextmanager
+def _stderr_kept_on_success() -> Iterator[None]:
+    """Hold back what is written to file descriptor 2 inside (Ray's core library prints a
+    warning per retry of a refused connection, for 20 s): replayed if the block succeeds,
+    dropped if it raises, so a refused join ends in the one line that says why."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+        held.seek(0)  # reached only when the block succeeded
+        sys.stderr.write(held.read().decode(errors="replace"))
+        sys.stderr.flush()
+
+
 def join_cluster(address: str, timeout_s: float) -> None:
     """`ray.init(address=...)`, refusing in one line a cluster that is unreachable within
     `timeout_s` or that refuses the connection (e.g. token authentication without the token)."""
@@ -368,10 +391,16 @@ def join_cluster(address: str, timeout_s: float) -> None:
             raise InputError(f"--address {address}: no Ray cluster reachable within "
                              f"{timeout_s:g} s ({e})") from None  # fmt: skip
     try:
-        ray.init(address=address, log_to_driver=False)
-    except Exception as e:  # Ray raises ConnectionError, RuntimeError, ... for a refused join
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise InputError(f"--address {address}: cannot join the Ray cluster ({first})") from None
+        with _stderr_kept_on_success():
+            ray.init(address=address, log_to_driver=False)
+    except Exception as e:  # Ray raises ConnectionError, AuthenticationError, ... for a refusal
+        while e.__cause__ is not None:  # "Failed to connect" hides why: e.g. a missing token
+            e = e.__cause__
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()] or [type(e).__name__]
+        # A message that embeds a traceback ends with the error that matters.
+        why = lines[-1] if any("Traceback" in ln for ln in lines) else lines[0]
+        raise InputError(f"--address {address}: cannot join the Ray cluster ({why[:300]})"
+                         ) from None  # fmt: skip
 
 
 def _fit(tuner: tune.Tuner, cfg: RunConfig, run_dir: Path, echo: Callable[[str], None],

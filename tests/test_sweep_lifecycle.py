@@ -350,3 +350,42 @@ def test_a_sweep_its_stopper_ends_is_stopped_and_its_unended_trials_early_stoppe
     assert set(trials["status"]) == {"early_stopped"}, trials[["trial_id", "status", "epochs"]]
     assert trials["early_stopped"].all() and (trials["epochs"] < 12).all()
     assert sweep_outcome(run_dir).exit_code == 0
+
+
+CLUSTER = """
+import sys
+from ray.cluster_utils import Cluster
+cluster = Cluster(initialize_head=True, connect=False,
+                  head_node_args={"num_cpus": 1, "include_dashboard": False})
+print(cluster.address, flush=True)
+sys.stdin.read()  # until the test closes it
+cluster.shutdown()
+"""
+
+
+def test_a_cluster_that_wants_a_token_we_lack_is_one_line_and_leaves_no_run(
+    tiny_bench: Bench, tiny_stage1: Path, tmp_path: Path
+) -> None:
+    # A head node with token authentication, in a process of its own: Ray reads the mode once.
+    token = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "t" * 32, "HOME": str(tmp_path)}
+    head = subprocess.Popen([sys.executable, "-c", CLUSTER], env=_env(**token), text=True,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)  # fmt: skip
+    try:
+        address = head.stdout.readline().strip()
+        assert address, "the head node did not start"
+        config = _config(tiny_bench, tiny_stage1, tmp_path, 2)
+        home = tmp_path / "home"  # no ~/.ray/auth_token there
+        home.mkdir()
+        env = {k: v for k, v in _env(HOME=str(home)).items() if not k.startswith("RAY_AUTH")}
+        run = subprocess.run([TICKETS, "search", str(config), "--address", address],
+                             env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert run.returncode == 2, run.stdout[-2000:] + run.stderr[-2000:]
+        line = run.stderr.strip().splitlines()[-1]
+        assert line.startswith(f"error: --address {address}: cannot join the Ray cluster")
+        assert "token" in line.lower()
+        # Ray's own retry warnings are silenced: ours is the only line.
+        assert run.stderr.count("\n") == 1, run.stderr[-2000:]
+        assert not (tmp_path / "runs" / "sweep").exists()
+    finally:
+        head.stdin.close()
+        head.wait(timeout=120)
