@@ -13,14 +13,12 @@ from pathlib import Path
 import pandas as pd
 
 from search.config import RunConfig
-from search.driver import driver_record, mark_interrupted_trials
-from search.results import trial_tables
+from search.driver import driver_record
 from search.tuner import (
     build_searcher,
-    experiment_analysis,
-    keep_terminal_rows,
     load_run,
     model_sizes,
+    sweep_tables,
 )
 
 
@@ -56,12 +54,7 @@ def status_text(run_dir: Path, top: int = 5) -> str:
     left (from the mean epoch time of the trials so far and the sweep's concurrency)."""
     cfg = load_run(run_dir)
     record = driver_record(run_dir)
-    trials, epochs = trial_tables(
-        experiment_analysis(run_dir, cfg).trials, list(cfg.search.hyperparameters)
-    )
-    # As `tickets results` reads them: the final rows of trials the snapshot shows unended.
-    trials, epochs = keep_terminal_rows(run_dir, trials, epochs)
-    trials = mark_interrupted_trials(trials, run_dir)
+    trials, epochs = sweep_tables(run_dir)  # as `tickets results` reads them, unwritten
     state = record["state"]
     head = f"sweep {cfg.search.name} ({run_dir}): {state}"
     if state == "running":

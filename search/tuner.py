@@ -423,7 +423,9 @@ def _fit(tuner: tune.Tuner, cfg: RunConfig, run_dir: Path, echo: Callable[[str],
     trials, _ = collect(run_dir)
     unended = not trials.empty and trials["status"].isin(("interrupted", "pending")).any()
     mark_ended(run_dir, "interrupted" if interrupted or unended else "finished")
-    _finish(cfg, run_dir, _storage(cfg)[0], echo)
+    # Either final state marks these rows as the provisional one did: no trial is left unended
+    # when finished, and every unended one is already interrupted.
+    _finish(cfg, run_dir, _storage(cfg)[0], echo, trials)
 
 
 def sweep_outcome(run_dir: Path) -> Outcome:
@@ -456,7 +458,6 @@ def resume_search(run_dir: Path, address: str | None, echo: Callable[[str], None
     `num_samples` above the sweep's, the searcher proposes more trials (a finished sweep too).
     A finished sweep with nothing more to do is only reported: Ray is not started."""
     cfg = load_run(run_dir)
-    storage, _ = _storage(cfg)
     experiment = experiment_path(cfg, run_dir)
     if not tune.Tuner.can_restore(experiment):
         raise InputError(f"{run_dir}: no Ray Tune experiment state to resume from")
@@ -511,6 +512,14 @@ def resume_search(run_dir: Path, address: str | None, echo: Callable[[str], None
 
 def collect(run_dir: Path) -> tuple[Any, Any]:
     """(trials, epochs) DataFrames of a sweep from Ray's experiment state; rewrites the files."""
+    trials, epochs = sweep_tables(run_dir)
+    write_tables(run_dir, trials, epochs)
+    return trials, epochs
+
+
+def sweep_tables(run_dir: Path) -> tuple[Any, Any]:
+    """(trials, epochs) of a sweep as `collect` writes them, read from Ray's experiment state
+    and the run directory only; writes nothing."""
     cfg = load_run(run_dir)
     analysis = experiment_analysis(run_dir, cfg)
     extra = _callback(cfg, run_dir).extra
@@ -518,9 +527,7 @@ def collect(run_dir: Path) -> tuple[Any, Any]:
         analysis.trials, list(cfg.search.hyperparameters), extra, cfg.search.name
     )
     trials, epochs = keep_terminal_rows(run_dir, trials, epochs)
-    trials = mark_interrupted_trials(trials, run_dir)
-    write_tables(run_dir, trials, epochs)
-    return trials, epochs
+    return mark_interrupted_trials(trials, run_dir), epochs
 
 
 def experiment_analysis(run_dir: Path, cfg: RunConfig) -> tune.ExperimentAnalysis:
@@ -558,8 +565,12 @@ def keep_terminal_rows(run_dir: Path, trials, epochs):
     return merged, epochs
 
 
-def _finish(cfg: RunConfig, run_dir: Path, storage: str, echo: Callable[[str], None]) -> None:
-    trials, _ = collect(run_dir)
+def _finish(cfg: RunConfig, run_dir: Path, storage: str, echo: Callable[[str], None],
+            trials: Any = None) -> None:  # fmt: skip
+    """The summary, plots and (URI storage) upload of an ended sweep; `trials` as `collect`
+    wrote them, when the caller just did."""
+    if trials is None:
+        trials, _ = collect(run_dir)
     echo(best_trials_text(cfg, trials))
     echo(f"results: {run_dir / 'trials.parquet'}, {run_dir / 'epochs.parquet'}")
     echo(f"study: sqlite:///{run_dir / STUDY_FILE} (optuna-dashboard opens it)")
