@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
@@ -306,16 +307,59 @@ def record_config(out: Path, config_yaml: str) -> None:
 
 
 def check_output_dir(out: Path, config_yaml: str) -> None:
-    """Refuse a directory that holds a different run, or anything but a run."""
+    """Refuse a directory that holds a different run (naming the fields that differ), or
+    anything but a run. Stages 1 and 2 (and stage 3, whose blocks stage 2's config holds) all
+    come through here."""
     saved = out / "config.yaml"
     if saved.is_file():
-        if saved.read_text() != config_yaml:
+        text = saved.read_text()
+        if text != config_yaml:
             raise InputError(
-                f"{out}: holds a run with a different config ({saved}); "
-                "use another output_dir or delete it"
+                f"{out}: holds a run with a different config ({saved}; "
+                f"{config_differences(text, config_yaml)}); use another output_dir or delete it"
             )
     elif out.exists() and any(out.iterdir()):
         raise InputError(f"{out}: exists, is not empty and holds no run (no config.yaml)")
+
+
+def config_differences(saved: str, current: str, limit: int = 3) -> str:
+    """`differs in: a.b OLD -> NEW, ...` between two saved configs (YAML text), by dotted path,
+    the first `limit` of them; mappings are compared key by key, anything else as a value."""
+    try:
+        old, new = _flatten(yaml.safe_load(saved)), _flatten(yaml.safe_load(current))
+    except yaml.YAMLError:
+        return "differs; the saved one is not valid YAML"
+    keys = list(old) + [k for k in new if k not in old]
+    differ = [k for k in keys if old.get(k, _ABSENT) != new.get(k, _ABSENT)]
+    if not differ:
+        return "differs in formatting only"
+    shown = ", ".join(f"{k} {_shown(old.get(k, _ABSENT))} -> {_shown(new.get(k, _ABSENT))}"
+                      for k in differ[:limit])  # fmt: skip
+    more = f", and {len(differ) - limit} more" if len(differ) > limit else ""
+    return f"differs in: {shown}{more}"
+
+
+_ABSENT = object()
+
+
+def _flatten(data: object, prefix: str = "") -> dict[str, object]:
+    if not isinstance(data, dict):
+        return {prefix or "(top level)": data}
+    out: dict[str, object] = {}
+    for key, value in data.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict) and value:
+            out.update(_flatten(value, path))
+        else:
+            out[path] = value
+    return out
+
+
+def _shown(value: object) -> str:
+    if value is _ABSENT:
+        return "(absent)"
+    text = value if isinstance(value, str) and value else json.dumps(value)
+    return text if len(text) <= 60 else f"{text[:24]}...{text[-33:]}"
 
 
 def _save_last(path: Path, model, objective, optimizer, scheduler, tokenizer, data, config_yaml,

@@ -9,22 +9,49 @@ import functools
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
 from vqa.errors import InputError
+
+# -h as well as --help on every command (click passes it down to sub-commands).
+CONTEXT = {"help_option_names": ["-h", "--help"]}
 
 app = typer.Typer(
     help="Search sparse and robust LXMERT subnetworks for out-of-distribution VQA.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings=CONTEXT,
 )
 data_app = typer.Typer(
-    help="Datasets: synthesise, convert features, prepare the cache, report.", no_args_is_help=True
+    help="Datasets: synthesise, convert features, prepare the cache, report.",
+    no_args_is_help=True,
+    context_settings=CONTEXT,
 )
 app.add_typer(data_app, name="data")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"tickets {version('tickets')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    pass  # the top command's own options; its help is the Typer's
+
 
 Overrides = Annotated[
     list[str] | None, typer.Argument(help="key=value overrides, e.g. data.selection_seed=1")
@@ -50,7 +77,7 @@ def bad_input_exits_2(fn: Callable[..., Any]) -> Callable[..., Any]:
 def synth(
     out: Annotated[Path, typer.Argument(help="Directory to write the benchmark into.")],
     dataset: Annotated[
-        str, typer.Option(help="vqacp_v2 or vqavs: whose files to write.")
+        Literal["vqacp_v2", "vqavs"], typer.Option(help="Whose files to write.")
     ] = "vqacp_v2",
     questions: Annotated[
         int, typer.Option(help="Training questions (test: half, pretrain: as many).")
@@ -66,7 +93,7 @@ def synth(
         float, typer.Option(help="Share of answers that follow the planted shortcut.")
     ] = 0.8,
     test_answers: Annotated[
-        str,
+        Literal["spread", "one"],
         typer.Option(
             help="VQA-CP test bias: spread (over every answer but the training-dominant one) "
             "or one (a single other answer, which rewards guessing against the prior)."
@@ -134,10 +161,11 @@ def convert_tsv_cmd(
     out: Annotated[Path, typer.Argument(help="HDF5 feature store to write.")],
     tsv: Annotated[list[Path], typer.Argument(help="trainval_36 or *_obj36.tsv files.")],
     format: Annotated[
-        str, typer.Option("--format", help="TSV layout: auto, bottomup or lxmert.")
+        Literal["auto", "bottomup", "lxmert"],
+        typer.Option("--format", help="TSV layout (auto: from the first line's field count)."),
     ] = "auto",
     dtype: Annotated[
-        str, typer.Option(help="Stored feature dtype: float16 or float32.")
+        Literal["float16", "float32"], typer.Option(help="Stored feature dtype.")
     ] = "float16",
     num_boxes: Annotated[int | None, typer.Option(help="Expected boxes per image.")] = None,
 ) -> None:
@@ -314,15 +342,29 @@ def search_cmd(
     name: Annotated[
         str | None, typer.Option(help="Run name (default search.name or a time).")
     ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Print the budgets, feasible intervals, uniform point, hyperparameters and "
+            "planned trials (the grid's points); write and start nothing, Ray included.",
+        ),
+    ] = False,
 ) -> None:
     """Sweep allocations with Ray Tune: every trial is one stage-2 run at one proposal.
 
     Exit 0 when the sweep ends (a line names any failed trials), 1 when every trial failed,
     130 on Ctrl-C (the last line says how to resume), 2 on bad input."""
     from search.config import load_config
-    from search.tuner import planned_run_dir, run_search, sweep_name
 
     cfg = load_config(config, overrides)
+    if dry_run:  # before search.tuner is imported: it imports Ray
+        from search.dry_run import dry_run as plan_text
+
+        typer.echo(plan_text(cfg, name, address))
+        return
+    from search.tuner import planned_run_dir, run_search, sweep_name
+
     name = sweep_name(cfg, name)
     _sweep_command(lambda: run_search(cfg, name, address, echo=typer.echo),
                    planned_run_dir(cfg, name))  # fmt: skip
@@ -455,21 +497,33 @@ def pareto_cmd(
         str,
         typer.Option(
             help="Two or three COLUMN:max|min of trials.parquet, comma-separated; "
-            "ood and params are short names (README)."
+            "ood and params are short names (README). Selection metrics by default: the test "
+            "metrics of the front are shown beside them."
         ),  # fmt: skip
-    ] = "test_overall:max,remaining_params:min",
+    ] = "sel_overall:max,remaining_params:min",
     color: Annotated[
-        str | None, typer.Option(help="Column colouring the ternary map (default: the first).")
+        str | None,
+        typer.Option(
+            help="Column colouring the allocation map, allocation_COL.png "
+            "(default: the first objective)."
+        ),  # fmt: skip
     ] = None,
     include_early_stopped: Annotated[
         bool, typer.Option(help="Also consider trials that ASHA stopped early.")
     ] = False,
+    out: Annotated[
+        Path | None, typer.Option(help="Directory to write the files into (default: RUN_DIR).")
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace the files of an earlier report in the output directory.")
+    ] = False,
 ) -> None:
-    """The non-dominated trials: a table, pareto.parquet, a front PNG and a ternary PNG."""
+    """The non-dominated trials: a table, pareto.parquet, the front (pareto.png) and the
+    allocation map per budget (allocation_COL.png), recorded in pareto.json."""
     from search.pareto import pareto_report, parse_objectives
 
     _, text, paths = pareto_report(run_dir, parse_objectives(objectives), color,
-                                   include_early_stopped)  # fmt: skip
+                                   include_early_stopped, out=out, overwrite=overwrite)  # fmt: skip
     typer.echo(text)
     typer.echo("wrote " + ", ".join(str(p) for p in paths))
 

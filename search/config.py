@@ -7,9 +7,12 @@ the dotted field path.
 
 from __future__ import annotations
 
+import difflib
 import os
+import types
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -92,12 +95,64 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return out
 
 
+def _alternatives(annotation: Any) -> list[Any]:
+    """The types an annotation allows: the members of a union (`X | None` included), without
+    `Annotated`'s metadata."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _alternatives(get_args(annotation)[0])
+    if origin is Union or origin is types.UnionType:
+        return [t for arg in get_args(annotation) for t in _alternatives(arg)]
+    return [annotation]
+
+
+def _is_model(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def _models_at(loc: Sequence[str | int]) -> list[type[BaseModel]]:
+    """The config models that hold the field at `loc` (pydantic's error location, the field's
+    own name last): RunConfig's fields walked down through nested models, optional blocks,
+    mappings (a key) and lists (an index)."""
+    current: list[Any] = [RunConfig]
+    for part in loc[:-1]:
+        following: list[Any] = []
+        for annotation in (t for a in current for t in _alternatives(a)):
+            origin, args = get_origin(annotation), get_args(annotation)
+            if _is_model(annotation):
+                if isinstance(part, str) and part in annotation.model_fields:
+                    following.append(annotation.model_fields[part].annotation)
+                elif part == annotation.__name__:  # a union's tag in the location
+                    following.append(annotation)
+            elif isinstance(origin, type) and issubclass(origin, Mapping) and len(args) == 2:
+                following.append(args[1])
+            elif isinstance(part, int) and origin in (list, tuple, set) and args:
+                following.append(args[0])
+        current = following
+    return [t for a in current for t in _alternatives(a) if _is_model(t)]
+
+
+def _did_you_mean(loc: Sequence[str | int]) -> str:
+    """` (did you mean 'x'?)` for an unknown field at `loc` close to a field of its model."""
+    if not loc or not isinstance(loc[-1], str):
+        return ""
+    names = sorted({n for model in _models_at(loc) for n in model.model_fields})
+    close = difflib.get_close_matches(loc[-1], names, n=3, cutoff=0.6)
+    if not close and len(loc[-1]) >= 3:  # a field's start, e.g. `grace` for `grace_period`
+        close = [n for n in names if n.startswith(loc[-1])][:3]
+    if not close:
+        return ""
+    quoted = [f"'{n}'" for n in close]
+    listed = quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + f" or {quoted[-1]}"
+    return f" (did you mean {listed}?)"
+
+
 def _describe(err: ValidationError, source: str) -> str:
     first = err.errors()[0]
     where = ".".join(str(p) for p in first["loc"]) or "(top level)"
     msg = first["msg"]
     if first["type"] == "extra_forbidden":
-        msg = "unknown field"
+        msg = "unknown field" + _did_you_mean(first["loc"])
     elif first["type"] == "missing":
         msg = "missing field"
     value = first.get("input")

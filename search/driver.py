@@ -144,6 +144,8 @@ def _ray_client() -> bool:
 
 
 def outcome(trials: Any, interrupted: bool) -> Outcome:
+    if not trials.empty:  # a warm start's rows are earlier sweeps' trials, not this one's
+        trials = trials[trials["status"] != "warm_start"]
     failed = [] if trials.empty else list(trials.loc[trials["status"] == "error", "trial_id"])
     return Outcome(interrupted=interrupted, failed=failed, total=len(trials))
 

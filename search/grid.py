@@ -34,41 +34,15 @@ from typing import Any
 
 from ray.tune.search import Searcher
 
-from pruning.budget import solve
+from search.grid_plan import DECIMALS as _DECIMALS
+from search.grid_plan import c4_settings, feasible, lattice, max_fine, neighbourhood, plan
+from search.grid_plan import key as _key
 from vqa.atomic import write_json
+
+__all__ = ["COARSE", "DONE", "FINE", "FORMAT", "GridSearcher", "c4_settings", "lattice"]
 
 FORMAT = "tickets.grid/1"
 COARSE, FINE, DONE = "coarse", "fine", "done"
-_RESERVED = ("language", "visual", "cross", "sparsity", "grid_pass")
-# Grid values are rounded to this many decimals, so 0.1 + 0.2 is 0.3 and equal points compare
-# equal whichever way they were computed.
-_DECIMALS = 12
-
-
-def c4_settings(budget: float) -> dict[str, Any]:
-    """The C.4 grid for overall sparsity ``budget``, as keyword arguments of :class:`GridSearcher`.
-
-    At s = 0.9: 0.80, 0.82, …, 0.98 in one pass; otherwise the 20%/5% defaults (``{}``).
-    """
-    if math.isclose(budget, 0.9):
-        return {"coarse_values": lattice(0.8, 0.02, (0.8, 0.98)), "coarse_step": 0.02,
-                "fine_step": None}  # fmt: skip
-    return {}
-
-
-def lattice(anchor: float, step: float, bounds: tuple[float, float]) -> list[float]:
-    """Every ``anchor + k * step`` (k an integer, possibly negative) within ``bounds``, ascending,
-    rounded to 12 decimals."""
-    if not step > 0:
-        raise ValueError(f"step must be positive, got {step!r}")
-    lo, hi = bounds
-    k = math.ceil((lo - anchor) / step - 1e-9)
-    out = []
-    while (v := round(anchor + k * step, _DECIMALS)) <= hi:
-        if v >= lo:
-            out.append(v)
-        k += 1
-    return out
 
 
 class GridSearcher(Searcher):
@@ -95,47 +69,11 @@ class GridSearcher(Searcher):
         if mode is not None and mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
         super().__init__(metric=metric, mode=mode)
-        if not coarse_step > 0:
-            raise ValueError(f"coarse_step must be positive, got {coarse_step!r}")
-        if fine_step is not None and not fine_step > 0:
-            raise ValueError(f"fine_step must be positive or None, got {fine_step!r}")
-        radius = coarse_step if fine_radius is None else fine_radius
-        if not radius >= 0:
-            raise ValueError(f"fine_radius must be >= 0, got {fine_radius!r}")
-        extra = dict(extra or {})
-        clash = [k for k in extra if k in _RESERVED]
-        if clash:
-            raise ValueError(f"extra must not set {', '.join(clash)}: the grid sets them")
-        try:
-            json.dumps(extra, allow_nan=False)
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"extra must be plain JSON data: {e}") from None
-        bounds = (float(bounds[0]), float(bounds[1]))
-        if coarse_values is None:
-            values = lattice(coarse_step / 2, coarse_step, bounds)
-        else:
-            values = sorted({round(float(v), _DECIMALS) for v in coarse_values})
-            outside = [v for v in values if not bounds[0] <= v <= bounds[1]]
-            if outside:
-                raise ValueError(f"coarse_values {outside} lie outside bounds {bounds}")
-        self._settings: dict[str, Any] = {
-            "sizes": {g: int(n) for g, n in sizes.items()},
-            "budget": float(budget),
-            "bounds": list(bounds),
-            "coarse_step": float(coarse_step),
-            "fine_step": None if fine_step is None else float(fine_step),
-            "fine_radius": float(radius),
-            "coarse_values": values,
-            "extra": extra,
-        }
-        # Validates sizes, budget and bounds with budget.py's messages before anything is planned.
-        solve(budget, sizes, language=budget, visual=budget, bounds=bounds)
-        self._points = [_point(p, COARSE) for p in self._feasible(values, values)]
-        if not self._points:
-            raise ValueError(
-                f"no coarse point is feasible at s={budget!r} within bounds {bounds} "
-                f"(grid {values})"
-            )
+        # The points are planned Ray-free (search.grid_plan), so a dry run can print them.
+        self._settings, coarse = plan(sizes, budget, bounds, coarse_step=coarse_step,
+                                      fine_step=fine_step, fine_radius=fine_radius, extra=extra,
+                                      coarse_values=coarse_values)  # fmt: skip
+        self._points = [_point(p, COARSE) for p in coarse]
         self._next = 0  # index in _points of the next point to hand out
         self._pass = COARSE
         self._trials: dict[str, dict[str, Any]] = {}  # id -> {point, done, value, error}
@@ -247,9 +185,8 @@ class GridSearcher(Searcher):
         """An upper bound on the trials of the sweep: the coarse points plus the largest fine pass
         any coarse point could lead to. Use it as the Tuner's ``num_samples``."""
         if self._max_fine is None:
-            coarse = self._coarse_keys()
             centres = [p for p in self._points if p["grid_pass"] == COARSE]
-            self._max_fine = max((len(self._neighbourhood(p, coarse)) for p in centres), default=0)
+            self._max_fine = max_fine(self._settings, centres)
         return len(self._coarse_keys()) + self._max_fine
 
     # --- planning -------------------------------------------------------------------------------
@@ -258,30 +195,12 @@ class GridSearcher(Searcher):
         self, languages: Sequence[float], visuals: Sequence[float]
     ) -> list[dict[str, float]]:
         """Every (language, visual) in the product whose solved cross lies in bounds."""
-        s = self._settings
-        out = []
-        for language in languages:
-            for visual in visuals:
-                try:
-                    out.append(solve(s["budget"], s["sizes"], language=language, visual=visual,
-                                     bounds=tuple(s["bounds"])))  # fmt: skip
-                except ValueError:
-                    continue  # cross outside bounds: C.4 drops the configuration
-        return out
+        return feasible(self._settings, languages, visuals)
 
     def _neighbourhood(self, centre: Mapping[str, Any], skip: set[tuple]) -> list[dict]:
         """The fine points around ``centre``: ± fine_radius in fine_step steps, feasible, not in
         ``skip``."""
-        s = self._settings
-        if s["fine_step"] is None:
-            return []
-        step, radius = s["fine_step"], s["fine_radius"]
-        m = math.floor(radius / step + 1e-9)
-        axes = []
-        for g in ("language", "visual"):
-            values = (round(centre[g] + k * step, _DECIMALS) for k in range(-m, m + 1))
-            axes.append([v for v in values if s["bounds"][0] <= v <= s["bounds"][1]])
-        return [p for p in self._feasible(*axes) if _key(p) not in skip]
+        return neighbourhood(self._settings, centre, skip)
 
     def _plan_fine(self) -> None:
         """Append the fine pass around the best coarse result and switch to it."""
@@ -360,7 +279,3 @@ def _point(solved: Mapping[str, float], grid_pass: str) -> dict[str, Any]:
         "cross": solved["cross"],
         "grid_pass": grid_pass,
     }
-
-
-def _key(point: Mapping[str, Any]) -> tuple[float, float]:
-    return (point["language"], point["visual"])

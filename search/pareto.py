@@ -1,4 +1,5 @@
-"""`tickets pareto`: a sweep's non-dominated trials, a table, a front plot and a ternary map."""
+"""`tickets pareto`: a sweep's non-dominated trials, a table, the front plot and the allocation map
+(the plots themselves are in :mod:`search.analysis`)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from vqa.atomic import atomic_path
+from search.analysis.context import MANIFEST, read_manifest, sweep_context
+from search.analysis.front import rounding_only
+from search.analysis.labels import budgets
+from vqa.atomic import atomic_path, write_json
 from vqa.errors import InputError
 
 Objectives = list[tuple[str, str]]
@@ -17,13 +21,15 @@ Objectives = list[tuple[str, str]]
 ALLOCATION = ("s_language", "s_visual", "s_cross")
 DIRECTIONS = ("max", "min")
 # Columns shown in the report's table next to the objectives, when present and not objectives.
-REPORT_EXTRA = ("remaining_params", "test_overall")
+REPORT_EXTRA = ("remaining_params", "test_overall", "test_ood_mean")
 # Short names for --objectives and --color: "ood" is the OOD test accuracy (VQA-VS: the mean over
 # its OOD sets; VQA-CP v2: the test split, which is out of distribution), "params" the weights kept.
 ALIASES: dict[str, tuple[str, ...]] = {
     "ood": ("test_ood_mean", "test_overall"),
     "params": ("remaining_params",),
 }
+SWEEP_REPORT = "tickets search"
+"""`written_by` of the sweep's own end-of-sweep report: a later `tickets pareto` may replace it."""
 # Rows compared at once in `non_dominated`: bounds memory at BLOCK * n * k booleans.
 BLOCK = 512
 
@@ -125,59 +131,6 @@ def _label(column: str, direction: str) -> str:
     return f"{column} ({direction})"
 
 
-def plot_front(df: pd.DataFrame, front: pd.DataFrame, objectives: Objectives, path: Path) -> None:
-    """Write a PNG of all trials (grey) and the front (in colour) on the first two objectives."""
-    from matplotlib.figure import Figure  # no pyplot: renders with Agg, needs no display
-
-    (x, dx), (y, dy) = objectives[:2]
-    fig = Figure(figsize=(6.4, 4.8), layout="constrained")
-    ax = fig.add_subplot()
-    ax.scatter(df[x], df[y], s=14, color="0.7", label="trials")
-    if len(objectives) == 2:
-        ax.plot(front[x], front[y], "-o", color="tab:red", ms=6, label="Pareto front")
-    else:
-        z, dz = objectives[2]
-        points = ax.scatter(front[x], front[y], c=front[z], s=40, cmap="viridis",
-                            edgecolors="black", label="Pareto front")  # fmt: skip
-        fig.colorbar(points, ax=ax, label=_label(z, dz))
-    ax.set_xlabel(_label(x, dx))
-    ax.set_ylabel(_label(y, dy))
-    ax.set_title(f"Pareto front: {len(front)} of {len(df)} trials")
-    ax.legend(loc="best")
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-
-
-def plot_ternary(df: pd.DataFrame, metric: str, path: Path) -> None:
-    """Write a PNG ternary map of (s_language, s_visual, s_cross) per trial, coloured by metric."""
-    import mpltern  # noqa: F401  (registers the "ternary" projection)
-    from matplotlib.figure import Figure
-
-    _require_numeric(df, [*ALLOCATION, metric])
-    parts = df[list(ALLOCATION)].to_numpy(dtype=float, na_value=np.nan)
-    colour = df[metric].to_numpy(dtype=float, na_value=np.nan)
-    # mpltern divides by the row sum, so a trial that prunes nothing has no place on the simplex.
-    usable = ~np.isnan(parts).any(axis=1) & (parts.sum(axis=1) > 0) & ~np.isnan(colour)
-    if not usable.any():
-        raise InputError(f"no trial has both {metric!r} and a non-zero allocation to plot")
-    parts, colour = parts[usable], colour[usable]
-    fig = Figure(figsize=(7.0, 5.6))
-    fig.subplots_adjust(left=0.1, right=0.82, bottom=0.15, top=0.84)  # room for the labels
-    ax = fig.add_subplot(projection="ternary")
-    points = ax.scatter(parts[:, 0], parts[:, 1], parts[:, 2], c=colour, s=36, cmap="viridis",
-                        edgecolors="black", linewidths=0.4)  # fmt: skip
-    ax.set_tlabel(ALLOCATION[0])
-    ax.set_llabel(ALLOCATION[1])
-    ax.set_rlabel(ALLOCATION[2])
-    ax.grid(alpha=0.3)
-    # A suptitle, because mpltern lifts an axes title above the top corner's labels, off the figure.
-    fig.suptitle(f"{metric} over the sparsity allocation ({int(usable.sum())} trials, normalised)")
-    cax = ax.inset_axes((1.05, 0.1, 0.04, 0.8), transform=ax.transAxes)
-    fig.colorbar(points, cax=cax, label=metric)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-
-
 def _formatter(series: pd.Series) -> Callable[[object], str]:
     """A cell formatter for one column, chosen from the magnitudes of its values."""
     if pd.api.types.is_bool_dtype(series) or not pd.api.types.is_numeric_dtype(series):
@@ -210,20 +163,47 @@ def resolve_alias(df: pd.DataFrame, column: str) -> str:
     return next((c for c in ALIASES[column] if c in df.columns), ALIASES[column][-1])
 
 
+def _check_overwrite(out: Path, targets: Sequence[Path], overwrite: bool) -> None:
+    """Raise InputError naming the first of `targets` that exists, unless `overwrite` or that
+    file is from the sweep's own end-of-sweep report (which every resume rewrites anyway)."""
+    if overwrite:
+        return
+    manifest = read_manifest(out) or {}
+    by_sweep = manifest.get("written_by") == SWEEP_REPORT
+    replaceable = {str(name) for name in manifest.get("files", [])} if by_sweep else set()
+    for path in [*targets, out / MANIFEST]:
+        if path.exists() and not (by_sweep and (path.name in replaceable or path.name == MANIFEST)):
+            by = manifest.get("written_by") or "an earlier report"
+            raise InputError(f"{path} exists (written by {by}); pass --overwrite to replace it, "
+                             "or --out DIR to write elsewhere")  # fmt: skip
+
+
 def pareto_report(
     run_dir: Path,
     objectives: Objectives,
     color: str | None = None,
     include_early_stopped: bool = False,
+    *,
+    out: Path | None = None,
+    overwrite: bool = False,
+    written_by: str = "tickets pareto",
 ) -> tuple[pd.DataFrame, str, list[Path]]:
-    """The front of run_dir's trials, its table, and the files written (parquet and two PNGs)."""
+    """The front of run_dir's trials, its table, and the files written in `out` (default
+    run_dir): pareto.parquet, pareto.png, allocation_<color>.png and pareto.json (the record of
+    this report: objectives, files, the group sizes and their source). Refuses (InputError) to
+    replace a file of an earlier report unless `overwrite`; the sweep's own end-of-sweep report
+    (`written_by=SWEEP_REPORT`) may be replaced."""
+    from search.analysis.allocation import plot_allocation
+    from search.analysis.front import plot_front
+
     run_dir = Path(run_dir)
+    out = run_dir if out is None else Path(out)
     df = load_trials(run_dir, include_early_stopped)
     objectives = [(resolve_alias(df, c), d) for c, d in objectives]
     check_columns(df, objectives)
     color = resolve_alias(df, color) if color else objectives[0][0]
     _require_numeric(df, [color], what="colour column")
-    _require_numeric(df, ALLOCATION, what="allocation column")
+    _require_numeric(df, [*ALLOCATION, "s_overall"], what="allocation column")
     which = "finished or early-stopped" if include_early_stopped else "finished"
     if df.empty:
         raise InputError(f"{run_dir}: no {which} trials yet")
@@ -231,16 +211,44 @@ def pareto_report(
     if front.empty:
         names = ", ".join(c for c, _ in objectives)
         raise InputError(f"{run_dir}: no {which} trial has values for all of {names}")
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out}: not a directory")
 
-    parquet, front_png = run_dir / "pareto.parquet", run_dir / "pareto.png"
-    ternary_png = run_dir / f"ternary_{re.sub(r'[^A-Za-z0-9_.-]', '_', color)}.png"
+    parquet, front_png = out / "pareto.parquet", out / "pareto.png"
+    allocation_png = out / f"allocation_{re.sub(r'[^A-Za-z0-9_.-]', '_', color)}.png"
+    paths = [parquet, front_png, allocation_png]
+    _check_overwrite(out, paths, overwrite)
+    ctx = sweep_context(run_dir)
+    direction = dict(objectives).get(color, "min" if color == "remaining_params" else "max")
     with atomic_path(parquet) as tmp:
         front.to_parquet(tmp, index=False)
-    plot_front(df, front, objectives, front_png)
-    plot_ternary(df, color, ternary_png)
+    plot_front(df, front, objectives, ctx, front_png)
+    plot_allocation(df, color, ctx, allocation_png, direction)
+    write_json(out / MANIFEST, {
+        "written_by": written_by, "run_dir": str(run_dir.resolve()),
+        "objectives": [list(o) for o in objectives], "color": color,
+        "include_early_stopped": include_early_stopped, "files": [p.name for p in paths],
+        "trials": len(df), "front": [str(t) for t in front["trial_id"]],
+        "sizes": ctx.sizes, "sizes_source": ctx.sizes_source, "bounds": list(ctx.bounds),
+    })  # fmt: skip
 
-    extra = [color, *REPORT_EXTRA] + (["status"] if include_early_stopped else [])
+    multi = "s_overall" in df and budgets(df).nunique() > 1
+    extra = [*(["s_overall"] if multi else []), color, *REPORT_EXTRA]
+    extra += ["status"] if include_early_stopped else []
     header = ", ".join(_label(c, d) for c, d in objectives)
     text = f"Pareto front over {header}: {len(front)} of {len(df)} {which} trials\n"
     text += format_table(front, objectives, extra)
-    return front, text, [parquet, front_png, ternary_png]
+    chosen_on_test = [c for c, _ in objectives if c.startswith(("test_", "stage3_test_"))]
+    if chosen_on_test:
+        text += (
+            f"\nnote: the front is chosen on {', '.join(chosen_on_test)}, a test metric: "
+            "picking a model from it is selection on test (sel_overall:max is the default)"
+        )
+    if any(rounding_only(df, c) for c, _ in objectives):
+        text += (
+            "\nnote: one budget: remaining_params differs only by per-tensor rounding, so "
+            "its objective sorts near-ties (several budgets make it a real trade-off)"
+        )
+    for note in ctx.notes:
+        text += f"\nnote: {note}"
+    return front, text, [*paths, out / MANIFEST]

@@ -27,7 +27,8 @@ from vqa.atomic import atomic_path
 from vqa.errors import InputError
 
 SUBDIR = "tickets"
-PLAIN_FILES = ("tickets.yaml", "driver.json", "trials.parquet", "epochs.parquet")
+PLAIN_FILES = ("tickets.yaml", "driver.json", "trials.parquet", "epochs.parquet",
+               "warm_start.parquet")  # fmt: skip
 STUDY = "study.db"
 
 

@@ -31,8 +31,9 @@ F64, I64, STR, BOOL = pa.float64(), pa.int64(), pa.string(), pa.bool_()
 UTC = pa.timestamp("us", tz="UTC")
 _METRICS = ("overall", "yes_no", "number", "other")
 TRIAL_COLUMNS: dict[str, pa.DataType] = {
-    "trial_id": STR, "sweep": STR, "number": I64, "status": STR, "early_stopped": BOOL,
-    "error": STR, "retries": I64, "node": STR, "hostname": STR, "device": STR,
+    "trial_id": STR, "sweep": STR, "number": I64, "warm_start": STR, "status": STR,
+    "early_stopped": BOOL, "error": STR, "retries": I64, "node": STR, "hostname": STR,
+    "device": STR,
     "started_at": UTC, "ended_at": UTC, "wall_s": F64,
     "epochs": I64, "kept_epoch": I64, "resumed_from_epoch": I64,
     "s_overall": F64, **{f"s_{g}": F64 for g in GROUPS}, "u_language": F64, "u_visual": F64,
@@ -182,6 +183,26 @@ def trial_tables(
     return typed(pd.DataFrame(rows), TRIAL_COLUMNS), typed(pd.DataFrame(epoch_rows), EPOCH_COLUMNS)
 
 
+def linked(trials: pd.DataFrame, run_dir: Path) -> pd.DataFrame:
+    """`trials` with what the sweep's study adds: the Optuna `number` of trials the config does
+    not number (the grid's), the `warm_start` source of trials a warm start enqueued, and
+    first the rows of earlier trials a warm start added to the study (status `warm_start`)."""
+    from search.study import study_links
+    from search.warm_start import WARM_FILE
+
+    links = study_links(run_dir)
+    if links and not trials.empty:
+        trials = trials.copy()
+        number = trials["trial_id"].map(lambda t: links.get(t, {}).get("number"))
+        trials["number"] = trials["number"].astype("Int64").fillna(number.astype("Int64"))
+        source = trials["trial_id"].map(lambda t: links.get(t, {}).get("warm_start"))
+        trials["warm_start"] = source.astype(object).where(source.notna(), None)
+    warm = Path(run_dir) / WARM_FILE
+    if warm.is_file():
+        trials = pd.concat([pd.read_parquet(warm), trials], ignore_index=True)
+    return typed(trials, TRIAL_COLUMNS)
+
+
 def column_type(name: str, fixed: dict[str, pa.DataType]) -> pa.DataType | None:
     """The Arrow type of column `name`: from `fixed`, float64 for sparsities, losses and metrics,
     None (as the values are) for anything else, e.g. `hp_<name>`."""
@@ -237,8 +258,9 @@ class ResultsCallback(tune.Callback):
 
     def _write(self, trials: list[Any]) -> None:
         # The sweep's name is the directory's; where it is now may differ (see RUN_DIRS).
-        tables = trial_tables(trials, self.hyperparameters, self.extra, self.run_dir.name)
-        write_tables(current_run_dir(self.run_dir), *tables)
+        run_dir = current_run_dir(self.run_dir)
+        rows, epochs = trial_tables(trials, self.hyperparameters, self.extra, self.run_dir.name)
+        write_tables(run_dir, linked(rows, run_dir), epochs)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._write(trials)

@@ -127,6 +127,21 @@ class SearchConfig(BaseModel):
     """Seconds to reach the Ray cluster of `--address` (or RAY_ADDRESS) before giving up."""
     dashboard: bool = False
     dashboard_host: str = "127.0.0.1"
+    loggers: list[Literal["tensorboard", "csv", "json", "mlflow", "wandb"]] = [
+        "csv", "json", "tensorboard"]  # fmt: skip
+    """Ray Tune logger callbacks (default: Tune's own three): `tensorboard` (event files in each
+    RUN_DIR/trial_<id>/: `tensorboard --logdir RUN_DIR`), `csv` (progress.csv), `json`
+    (result.json), `mlflow` (runs under ./mlruns, or MLFLOW_TRACKING_URI), `wandb` (project =
+    the sweep's name; WANDB_API_KEY or WANDB_MODE=offline). Each needs its package installed."""
+    warm_start: list[str] = []
+    """Earlier sweeps (run directories) whose finished trials seed this sweep's study, mapped by
+    their sparsities into this space (search/warm_start.py)."""
+    warm_start_as: Literal["trials", "enqueue"] = "trials"
+    """`trials`: added to the study as completed trials with their metric values, not re-run
+    (the values are taken as comparable: the same data and budget); `enqueue`: their allocations
+    are evaluated first by this sweep (values not comparable: another dataset or budget)."""
+    warm_start_top: int | None = Field(None, ge=1)
+    """Use only the best K of the earlier trials (by this sweep's first metric); None: all."""
 
     @field_validator("metric")
     @classmethod
@@ -157,6 +172,10 @@ class SearchConfig(BaseModel):
                 raise ValueError(f"budgets must be fractions in [0, 1), got {self.budgets}")
             if self.searcher == "grid" and len(self.budgets) != 1:
                 raise ValueError("searcher 'grid' runs one budget at a time")
+        if self.warm_start and self.searcher == "grid":
+            raise ValueError("warm_start: the grid plans its own points; use an Optuna searcher")
+        if len(set(self.loggers)) != len(self.loggers):
+            raise ValueError(f"loggers: {self.loggers} names one twice")
         return self
 
     @property
@@ -168,8 +187,8 @@ class SearchConfig(BaseModel):
         return self.mode if isinstance(self.mode, list) else [self.mode]
 
     def resolved(self) -> SearchConfig:
-        if "://" in self.storage_path:
-            return self
-        return self.model_copy(
-            update={"storage_path": str(Path(self.storage_path).expanduser().resolve())}
-        )
+        warm = [w if "://" in w else str(Path(w).expanduser().resolve()) for w in self.warm_start]
+        update: dict[str, Any] = {"warm_start": warm}
+        if "://" not in self.storage_path:
+            update["storage_path"] = str(Path(self.storage_path).expanduser().resolve())
+        return self.model_copy(update=update)

@@ -119,3 +119,30 @@ def uniform_points(
             point["sparsity"] = float(s)
         points.append(point)
     return points
+
+
+def distributions(
+    budgets: Sequence[float], hyperparameters: Mapping[str, Mapping[str, Any]]
+) -> dict[str, Any]:
+    """The Optuna distributions :func:`allocation_space` suggests from, by parameter name: what
+    a trial added to the study from outside (a warm start, a grid point) must be given."""
+    from optuna.distributions import (
+        CategoricalDistribution,
+        FloatDistribution,
+        IntDistribution,
+    )
+
+    out: dict[str, Any] = {}
+    if len(budgets) > 1:
+        out["sparsity"] = CategoricalDistribution([float(b) for b in budgets])
+    out["u_language"] = FloatDistribution(0.0, 1.0)
+    out["u_visual"] = FloatDistribution(0.0, 1.0)
+    for name, spec in hyperparameters.items():
+        kind = spec["type"]
+        if kind in ("loguniform", "uniform"):
+            out[name] = FloatDistribution(spec["low"], spec["high"], log=kind == "loguniform")
+        elif kind == "int":
+            out[name] = IntDistribution(int(spec["low"]), int(spec["high"]))
+        else:
+            out[name] = CategoricalDistribution(list(spec["values"]))
+    return out

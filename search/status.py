@@ -66,13 +66,14 @@ def status_text(run_dir: Path, top: int = 5) -> str:
         head += f" at {record['ended_at']}"
     lines = [head]
     planned = planned_trials(cfg, run_dir)
+    own = trials[trials["status"] != "warm_start"] if not trials.empty else trials
     counts = trials["status"].value_counts().to_dict() if not trials.empty else {}
     of = f" of {planned}" if planned else ""
     lines.append(
-        f"trials: {len(trials)}{of} started; "
+        f"trials: {len(own)}{of} started; "
         + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none yet")
     )
-    spent = int(trials["epochs"].sum()) if not trials.empty else 0
+    spent = int(own["epochs"].sum()) if not own.empty else 0
     per_trial = _epochs_per_trial(cfg, trials)
     budget = planned * per_trial if planned else math.nan
     asha = " at most" if cfg.search.scheduler == "asha" else ""

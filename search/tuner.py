@@ -22,17 +22,13 @@ from typing import Any
 
 import optuna
 import pandas as pd
+import pyarrow.fs
 import ray
-import torch
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter, SearchGenerator
-from ray.tune.search.optuna import OptunaSearch
 from ray.tune.stopper import Stopper
-from transformers import LxmertConfig, LxmertModel
 
-from models.structure import group_sizes
-from models.vqa_model import check_model_dir
 from search.config import RunConfig, dump_config, load_config
 from search.driver import (
     ENDED,
@@ -45,12 +41,21 @@ from search.driver import (
     mark_running,
     outcome,
 )
+from search.dry_run import model_sizes, most_epochs, sweep_budgets
 from search.pareto import pareto_report
 from search.progress import EpochLines
 from search.remote import RunFilesUpload, check_storage, is_uri, upload_run_files
-from search.results import NUMBER_KEY, ResultsCallback, trial_tables, write_tables
+from search.results import ResultsCallback, linked, trial_tables, write_tables
 from search.space import make_space, startup_trials, uniform_points
+from search.study import (  # noqa: F401  (StudyStorage, AllocationSearch: old sweeps' pickles)
+    STUDY_FILE,
+    AllocationSearch,
+    GridStudyRecorder,
+    StudyStorage,
+    open_study,
+)
 from search.trainable import TIME_ATTR, run_trial
+from search.warm_start import WARM_FILE, WarmPoint, seed_study, warm_points, warm_rows
 from vqa.atomic import atomic_path
 from vqa.errors import InputError
 
@@ -59,94 +64,17 @@ from vqa.errors import InputError
 warnings.filterwarnings("ignore", message="Define-by-run function passed in the `space`")
 
 CONFIG_FILE = "tickets.yaml"
-STUDY_FILE = "study.db"
-
-
-class StudyStorage(optuna.storages.RDBStorage):
-    """The sweep's SQLite study, `RUN_DIR/study.db`, that Tune's pickles of the searcher find
-    again where the sweep now is: unpickled in a process that registered the sweep in
-    `RUN_DIRS` (a resume of a sweep copied, moved or fetched from URI storage), it opens that
-    run directory's study instead of the path it was started with."""
-
-    def __init__(self, run_dir: Path) -> None:
-        self.sweep = Path(run_dir).name
-        super().__init__(f"sqlite:///{Path(run_dir) / STUDY_FILE}")
-
-    def __setstate__(self, state: dict[Any, Any]) -> None:
-        moved = RUN_DIRS.get(state.get("sweep", ""))
-        if moved is not None:
-            state = {**state, "url": f"sqlite:///{moved / STUDY_FILE}"}
-        super().__setstate__(state)
-
-
-class AllocationSearch(OptunaSearch):
-    """OptunaSearch that tells Optuna a trial ended early (no `trial_complete` in its last
-    result: stopped by ASHA) as PRUNED instead of COMPLETE with its early, worse value, and that
-    comes back from a resume in step with the study on disk."""
-
-    def suggest(self, trial_id: str) -> dict | None:
-        """OptunaSearch's proposal plus the number of its Optuna trial (`NUMBER_KEY`): the trial's
-        config carries it into the experiment state, and so into trials.parquet."""
-        config = super().suggest(trial_id)
-        ot_trial = self._ot_trials.get(trial_id)
-        if isinstance(config, dict) and ot_trial is not None:
-            config = {**config, NUMBER_KEY: ot_trial.number}
-        return config
-
-    def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if trial_id in self._completed_trials:  # told before a kill; see `restore`
-            return
-        super().on_trial_result(trial_id, result)
-
-    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
-        if trial_id in self._completed_trials:
-            return
-        if result and not error and not result.get("trial_complete"):
-            ot_trial = self._ot_trials.get(trial_id)
-            if ot_trial is not None:
-                self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
-                self._completed_trials.add(trial_id)
-                return
-        super().on_trial_complete(trial_id, result, error)
-
-    def restore(self, checkpoint_path: str) -> None:
-        """Load the searcher snapshot, then reconcile it with the study, which is written at
-        every `tell` while the snapshot lags: a trial told finished after the last snapshot is
-        re-run by Tune from its checkpoint but must not be reported to Optuna again (Optuna
-        refuses to update a finished trial), and a trial asked for after the snapshot was never
-        started by Tune, so it is marked FAIL instead of staying RUNNING in the study forever."""
-        super().restore(checkpoint_path)
-        states = {t.number: t.state for t in self._ot_study.get_trials(deepcopy=False)}
-        known = set()
-        for trial_id, ot_trial in self._ot_trials.items():
-            known.add(ot_trial.number)
-            if states.get(ot_trial.number, optuna.trial.TrialState.RUNNING).is_finished():
-                self._completed_trials.add(trial_id)
-        for number, state in states.items():
-            if state == optuna.trial.TrialState.RUNNING and number not in known:
-                self._ot_study.tell(number, state=optuna.trial.TrialState.FAIL)
-
-
-def model_sizes(checkpoint: Path) -> dict[str, int]:
-    """Group sizes of the stage-1 checkpoint, from its config.json (built on the meta device:
-    no weights are read)."""
-    path = check_model_dir(checkpoint, "pruning.checkpoint")
-    config = LxmertConfig.from_pretrained(str(path), local_files_only=True)
-    with torch.device("meta"):
-        model = LxmertModel(config)
-    return group_sizes(model)
+LOGGER_PACKAGES = {"tensorboard": "tensorboardX", "mlflow": "mlflow", "wandb": "wandb"}
 
 
 def _budgets(cfg: RunConfig) -> list[float]:
-    if cfg.search.budgets:
-        return list(cfg.search.budgets)
-    if cfg.pruning.sparsity is None:
-        raise InputError("search.budgets: required when pruning.sparsity is not given")
-    return [cfg.pruning.sparsity]
+    return sweep_budgets(cfg)[0]
 
 
-def build_searcher(cfg: RunConfig, sizes: dict[str, int], run_dir: Path):
-    """The search algorithm of `search.searcher`, seeded, the uniform allocation first."""
+def build_searcher(cfg: RunConfig, sizes: dict[str, int], run_dir: Path,
+                   warm: list[WarmPoint] | None = None):  # fmt: skip
+    """The search algorithm of `search.searcher`, seeded, the uniform allocation first (of each
+    budget whose uniform allocation is not among the warm-start points `warm`)."""
     search, bounds = cfg.search, tuple(cfg.pruning.bounds)
     budgets = _budgets(cfg)
     metric = search.metric if isinstance(search.metric, str) else list(search.metric)
@@ -167,24 +95,71 @@ def build_searcher(cfg: RunConfig, sizes: dict[str, int], run_dir: Path):
     }
     hps = {k: v.model_dump() for k, v in search.hyperparameters.items()}
     storage = StudyStorage(run_dir)
+    points = uniform_points(sizes, budgets, bounds)
+    if warm:  # a uniform point among them is told (trials) or evaluated (enqueue) already
+        points = [p for p in points if not any(_same_point(p, w.params) for w in warm)]
     return AllocationSearch(
         space=make_space(sizes, budgets, bounds, hps),
         metric=metric,
         mode=mode,
-        points_to_evaluate=uniform_points(sizes, budgets, bounds),
+        points_to_evaluate=points,
         sampler=samplers[search.searcher](),
         study_name=run_dir.name,
         storage=storage,
     )
 
 
+def _same_point(point: dict[str, Any], params: dict[str, Any], tol: float = 1e-6) -> bool:
+    """Whether a uniform point and a warm-start trial's parameters are one allocation."""
+    return all(abs(float(point[k]) - float(params.get(k, float("nan")))) <= tol
+               for k in ("u_language", "u_visual")) and point.get("sparsity") == params.get(
+        "sparsity")  # fmt: skip
+
+
+def check_loggers(cfg: RunConfig) -> None:
+    """An `InputError` naming the package to install for a logger of `search.loggers`."""
+    for name in cfg.search.loggers:
+        package = LOGGER_PACKAGES.get(name)
+        if package and importlib.util.find_spec(package) is None:
+            raise InputError(f"search.loggers: {name} needs the {package} package: "
+                             f"pip install {package}")  # fmt: skip
+
+
+def logger_callbacks(cfg: RunConfig) -> list[Any]:
+    """Ray Tune's logger callbacks of `search.loggers` (Tune's automatic ones are off, see
+    `init_ray`, so the list is exactly what the config names)."""
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+    check_loggers(cfg)
+    out: list[Any] = []
+    for name in cfg.search.loggers:
+        if name == "csv":
+            out.append(CSVLoggerCallback())
+        elif name == "json":
+            out.append(JsonLoggerCallback())
+        elif name == "tensorboard":
+            from ray.tune.logger import TBXLoggerCallback
+
+            out.append(TBXLoggerCallback())
+        elif name == "mlflow":
+            from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+            out.append(MLflowLoggerCallback(experiment_name=cfg.search.name))
+        elif name == "wandb":
+            from ray.air.integrations.wandb import WandbLoggerCallback
+
+            out.append(WandbLoggerCallback(project=cfg.search.name))
+    return out
+
+
 def build_scheduler(cfg: RunConfig):
     search = cfg.search
     if search.scheduler == "fifo":
         return FIFOScheduler()
-    epochs = cfg.pruning.epochs + (cfg.stage3.epochs if cfg.stage3 is not None else 0)
-    # max_t one past the last epoch: ASHA stops a trial that reaches max_t, which would cut off
-    # the final report (test metrics, `trial_complete`) that follows the last epoch's.
+    epochs = most_epochs(cfg)
+    # max_t one past the longest trial's last epoch: ASHA stops a trial that reaches max_t, which
+    # would cut off the final report (test metrics, `trial_complete`) that follows it, and with
+    # a searched `epochs` a longer trial than `pruning.epochs` would be cut short.
     return ASHAScheduler(time_attr=TIME_ATTR, metric=search.metrics[0], mode=search.modes[0],
                          max_t=epochs + 1, grace_period=min(search.asha.grace_period, epochs),
                          reduction_factor=search.asha.reduction_factor)  # fmt: skip
@@ -230,6 +205,8 @@ def init_ray(cfg: RunConfig, address: str | None) -> None:
     # num_to_keep=1 forces a snapshot after every checkpoint, which is what a resume wants;
     # Tune would warn about it on every epoch.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # The logger callbacks are the config's (`search.loggers`), also on a resume.
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
@@ -281,6 +258,8 @@ def run_search(cfg: RunConfig, name: str | None, address: str | None,
     for b in _budgets(cfg):
         cfg.pruning.model_copy(update={"sparsity": b, "language": None, "visual": None,
                                        "cross": None}).sparsities(sizes)  # fmt: skip
+    check_loggers(cfg)
+    warm, notes = warm_points(cfg, sizes, _budgets(cfg)) if cfg.search.warm_start else ([], [])
     if is_uri(storage):
         check_storage(storage, name)  # before anything is written, as the cluster below
     init_ray(cfg, address)  # before anything is written: a failed start leaves no run behind
@@ -288,11 +267,21 @@ def run_search(cfg: RunConfig, name: str | None, address: str | None,
     (run_dir / CONFIG_FILE).write_text(dump_config(cfg))
     mark_running(run_dir)
     RUN_DIRS[name] = run_dir
+    search = cfg.search
+    if search.searcher != "grid":
+        study = open_study(run_dir, search.metrics, search.modes)
+        if warm:
+            hps = {k: v.model_dump() for k, v in search.hyperparameters.items()}
+            numbers = seed_study(study, warm, search.warm_start_as, _budgets(cfg), hps)
+            if search.warm_start_as == "trials":
+                with atomic_path(run_dir / WARM_FILE) as tmp:
+                    warm_rows(warm, numbers, name).to_parquet(tmp, index=False)
+        for line in notes:
+            echo(line)
     if is_uri(storage):
         upload_run_files(storage, name, run_dir)
     os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = str(cfg.search.snapshot_s)
-    search = cfg.search
-    searcher = build_searcher(cfg, sizes, run_dir)
+    searcher = build_searcher(cfg, sizes, run_dir, warm)
     # The grid ends the sweep itself (Searcher.FINISHED); num_samples only has to be large enough.
     num_samples = searcher.max_trials() if search.searcher == "grid" else search.num_samples
     limited = ConcurrencyLimiter(searcher, max_concurrent=search.max_concurrent_trials)
@@ -308,8 +297,7 @@ def run_search(cfg: RunConfig, name: str | None, address: str | None,
         run_config=tune.RunConfig(
             name=name,
             storage_path=storage,
-            callbacks=[_callback(cfg, run_dir), EpochLines(cfg)]
-            + ([RunFilesUpload(storage, name, run_dir)] if is_uri(storage) else []),
+            callbacks=_callbacks(cfg, run_dir, sizes, storage),
             stop=stop,
             # The trials' own files (their stage-2 logs) reach RUN_DIR/trial_<id>/ too.
             sync_config=tune.SyncConfig(sync_artifacts=True),
@@ -320,6 +308,21 @@ def run_search(cfg: RunConfig, name: str | None, address: str | None,
     )
     _fit(tuner, cfg, run_dir, echo, stop)
     return run_dir
+
+
+def _callbacks(cfg: RunConfig, run_dir: Path, sizes: dict[str, int], storage: str) -> list[Any]:
+    """The sweep's Tune callbacks: the grid's study first (the results callback reads it), then
+    the Parquet files, the progress lines, the configured loggers, the upload of the run files
+    (last: after the files it uploads are written)."""
+    search = cfg.search
+    out: list[Any] = []
+    if search.searcher == "grid":
+        out.append(GridStudyRecorder(run_dir, sizes, tuple(cfg.pruning.bounds), search.metrics,
+                                     search.modes))  # fmt: skip
+    out += [_callback(cfg, run_dir), EpochLines(cfg), *logger_callbacks(cfg)]
+    if is_uri(storage):
+        out.append(RunFilesUpload(storage, cfg.search.name, run_dir))
+    return out
 
 
 def trial_dirname(trial: Any) -> str:
@@ -354,6 +357,28 @@ class SweepGenerator(SearchGenerator):
         wanted = EXTEND_TO.get(self.sweep)
         if wanted is not None and wanted > self._total_samples:
             self._total_samples = wanted
+        self._follow_moved_run_dir()
+
+    def _follow_moved_run_dir(self) -> None:
+        """New trials get the storage of the experiment saved in this generator's state, which
+        names where the sweep was started: on local storage, point it at the run directory the
+        resume is of (`RUN_DIRS`), so the trials a grown copy adds are written there, not
+        into the original."""
+        moved = RUN_DIRS.get(self.sweep)
+        spec = getattr(self._experiment, "spec", None)
+        storage = spec.get("storage") if isinstance(spec, dict) else None
+        if moved is None or storage is None:
+            return
+        if not isinstance(storage.storage_filesystem, pyarrow.fs.LocalFileSystem):
+            return  # URI storage stays where it is; only the run files are fetched
+        if Path(storage.storage_fs_path) / storage.experiment_dir_name == moved:
+            return
+        from ray.train._internal.storage import StorageContext
+
+        here = StorageContext(storage_path=str(moved.parent), experiment_dir_name=moved.name,
+                              sync_config=storage.sync_config)  # fmt: skip
+        spec["storage"] = here
+        self._experiment.storage = here
 
 
 @contextlib.contextmanager
@@ -526,7 +551,7 @@ def sweep_tables(run_dir: Path) -> tuple[Any, Any]:
     trials, epochs = trial_tables(
         analysis.trials, list(cfg.search.hyperparameters), extra, cfg.search.name
     )
-    trials, epochs = keep_terminal_rows(run_dir, trials, epochs)
+    trials, epochs = keep_terminal_rows(run_dir, linked(trials, run_dir), epochs)
     return mark_interrupted_trials(trials, run_dir), epochs
 
 
@@ -574,11 +599,14 @@ def _finish(cfg: RunConfig, run_dir: Path, storage: str, echo: Callable[[str], N
     echo(best_trials_text(cfg, trials))
     echo(f"results: {run_dir / 'trials.parquet'}, {run_dir / 'epochs.parquet'}")
     echo(f"study: sqlite:///{run_dir / STUDY_FILE} (optuna-dashboard opens it)")
+    # On the selection metric and the weights kept, the test metrics beside: a front chosen on
+    # the test split would be selection on test.
     objectives = [(cfg.search.metrics[0], cfg.search.modes[0])]
-    objectives += [("test_overall", "max")] if objectives[0][0] != "test_overall" else []
-    objectives += [("remaining_params", "min")] if len(_budgets(cfg)) > 1 else []
+    objectives += [("remaining_params", "min")] if objectives[0][0] != "remaining_params" else [
+        ("sel_overall", "max")]  # fmt: skip
     try:
-        _, _, paths = pareto_report(run_dir, objectives)
+        _, _, paths = pareto_report(run_dir, objectives, overwrite=True,
+                                    written_by="tickets search")  # fmt: skip
         echo("plots: " + ", ".join(str(p) for p in paths if p.suffix == ".png"))
     except InputError as e:  # e.g. no trial finished: the sweep's results still stand
         echo(f"no plots: {e}")

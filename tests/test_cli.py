@@ -40,7 +40,7 @@ def test_demo_runs_the_whole_pipeline(ray_session, tmp_path: Path) -> None:
     assert "full stage-1 model (no pruning): OOD" in out
     assert re.search(r"uniform allocation at s = 0.7: selection [\d.]+", out)
     assert re.search(r"best allocation \(by selection\): language [\d.]+", out)
-    for name in ("pareto.png", "ternary_test_overall.png", "epochs.parquet"):
+    for name in ("pareto.png", "allocation_sel_overall.png", "epochs.parquet"):
         assert (run_dir / name).is_file() and str(run_dir / name) in out, name
     # Run again: every stage is found complete and nothing is redone.
     again = runner.invoke(app, args)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import matplotlib.image
@@ -204,10 +205,17 @@ def test_report_on_partial_sweep(tmp_path: Path, n_objectives: int) -> None:
 
     finished = df[df["status"] == "finished"]
     assert set(front["trial_id"]) == brute_front(finished, objectives)
-    assert paths == [run / "pareto.parquet", run / "pareto.png", run / "ternary_test_yes_no.png"]
+    assert paths == [run / "pareto.parquet", run / "pareto.png", run / "allocation_test_yes_no.png",
+                     run / "pareto.json"]  # fmt: skip
     pd.testing.assert_frame_equal(pd.read_parquet(run / "pareto.parquet"), front)
-    for png in paths[1:]:
+    for png in paths[1:3]:
         assert_png(png)
+    manifest = json.loads((run / "pareto.json").read_text())
+    assert manifest["written_by"] == "tickets pareto" and manifest["color"] == "test_yes_no"
+    assert manifest["files"] == [p.name for p in paths[:3]]
+    assert manifest["front"] == list(front["trial_id"]) and manifest["trials"] == len(finished)
+    assert manifest["sizes"] is None  # no tickets.yaml, no trial checkpoints: unknown, said so
+    assert "note: group sizes unknown" in text
     assert not [p for p in run.iterdir() if p.name.startswith(".")]  # no temporary left behind
     assert f"{len(front)} of {len(finished)} finished trials" in text
     for tid in front["trial_id"]:
@@ -224,12 +232,12 @@ def test_the_short_names_ood_and_params(tmp_path: Path) -> None:
     expected = [("test_ood_mean", "max"), ("remaining_params", "min")]
     assert set(front["trial_id"]) == brute_front(df, expected)
     assert "test_ood_mean (max), remaining_params (min)" in text
-    assert (vqavs / "ternary_test_ood_mean.png").is_file()
+    assert (vqavs / "allocation_test_ood_mean.png").is_file()
     vqacp = write_run(tmp_path / "cp", df.drop(columns="test_ood_mean"))
     front, text, _ = pareto_report(vqacp, [("ood", "max"), ("params", "min")], color="ood")
     expected = [("test_overall", "max"), ("remaining_params", "min")]
     assert set(front["trial_id"]) == brute_front(df, expected)
-    assert (vqacp / "ternary_test_overall.png").is_file()
+    assert (vqacp / "allocation_test_overall.png").is_file()
 
 
 def test_report_without_finished_trials(tmp_path: Path) -> None:
@@ -243,8 +251,8 @@ def test_report_without_finished_trials(tmp_path: Path) -> None:
     )
     assert list(front["trial_id"]) == ["trial_02"]
     assert "early_stopped" in text  # the status column is shown when early-stopped trials count
-    assert paths[-1] == run / "ternary_test_overall.png"  # coloured by the first objective
-    assert_png(paths[-1])
+    assert paths[2] == run / "allocation_test_overall.png"  # coloured by the first objective
+    assert_png(paths[2])
 
 
 def test_format_table() -> None:
@@ -265,3 +273,62 @@ def test_brute_force_is_itself_right() -> None:
     # Guard the oracle: a hand-checked case with a tie, a duplicate and a dominated row.
     df = pd.DataFrame({"trial_id": list("abcde"), "x": [3, 3, 1, 3, 2], "y": [1, 1, 3, 0, 2]})
     assert brute_front(df, [("x", "max"), ("y", "max")]) == {"a", "b", "c", "e"}
+
+
+def test_selection_front_with_test_metrics_beside(tmp_path: Path) -> None:
+    """The default objectives (selection accuracy, weights kept): the test metrics of the
+    front's members are in the table; a front chosen on a test metric says what that is."""
+    df = trials_frame(16)
+    df["s_overall"] = [0.5, 0.9] * 8
+    run = write_run(tmp_path, df)
+    objectives = parse_objectives("sel_overall:max,remaining_params:min")
+    front, text, _ = pareto_report(run, objectives)
+    assert set(front["trial_id"]) == brute_front(df, objectives)
+    header = text.splitlines()[1].split()
+    assert header[:3] == ["trial_id", "sel_overall", "remaining_params"]
+    assert {"test_overall", "test_ood_mean", "s_overall"} <= set(header)  # two budgets
+    for line, (_, row) in zip(text.splitlines()[2:], front.iterrows(), strict=False):
+        cells = dict(zip(header, line.split(), strict=True))
+        assert cells["test_overall"] == f"{row['test_overall']:.2f}"
+    assert "selection on test" not in text
+    _, text, _ = pareto_report(run, parse_objectives("test_overall:max,params:min"),
+                               overwrite=True)  # fmt: skip
+    assert "chosen on test_overall, a test metric" in text
+
+
+def test_an_earlier_report_is_not_overwritten(tmp_path: Path) -> None:
+    run = write_run(tmp_path, trials_frame(8))
+    objectives = [("sel_overall", "max"), ("remaining_params", "min")]
+    pareto_report(run, objectives)
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    with pytest.raises(InputError, match="pareto.parquet exists") as info:
+        pareto_report(run, [("test_overall", "max"), ("remaining_params", "min")])
+    assert "--overwrite" in str(info.value) and "\n" not in str(info.value)
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before  # nothing touched
+    # Another colour writes a new allocation map, but the front's files would still be replaced.
+    with pytest.raises(InputError, match="exists"):
+        pareto_report(run, objectives, color="test_yes_no")
+    assert not (run / "allocation_test_yes_no.png").exists()
+    # Elsewhere with out=..., or here with overwrite=True.
+    other = tmp_path / "elsewhere" / "report"
+    _, _, paths = pareto_report(run, objectives, color="test_yes_no", out=other)
+    assert all(p.parent == other and p.is_file() for p in paths)
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+    pareto_report(run, [("test_overall", "max"), ("remaining_params", "min")], overwrite=True)
+    assert (run / "pareto.parquet").read_bytes() != before["pareto.parquet"]
+
+
+def test_the_sweeps_own_report_may_be_replaced(tmp_path: Path) -> None:
+    """What `tickets search` wrote at the end of the sweep (and rewrites on every resume) is
+    replaced by a later `tickets pareto`; a file of unknown origin is not."""
+    run = write_run(tmp_path, trials_frame(8))
+    objectives = [("sel_overall", "max"), ("remaining_params", "min")]
+    pareto_report(run, objectives, overwrite=True, written_by="tickets search")
+    pareto_report(run, objectives, overwrite=True, written_by="tickets search")  # a resume
+    pareto_report(run, [("test_overall", "max"), ("remaining_params", "min")])
+    assert json.loads((run / "pareto.json").read_text())["written_by"] == "tickets pareto"
+    stray = write_run(tmp_path / "stray", trials_frame(8))
+    (stray / "pareto.png").write_bytes(b"someone's figure")
+    with pytest.raises(InputError, match="pareto.png exists"):
+        pareto_report(stray, objectives)
+    assert (stray / "pareto.png").read_bytes() == b"someone's figure"

@@ -89,6 +89,22 @@ def test_tpe_sweep_writes_parquet_and_a_persistent_study(
     assert not (tmp_path / "nothing").exists()
 
 
+def test_asha_lets_a_trial_run_its_own_searched_epochs(
+    ray_session, tiny_bench: Bench, tiny_stage1: Path, tmp_path: Path
+) -> None:
+    # pruning.epochs is 1 but the one trial's searched `epochs` is 3: ASHA's horizon (max_t) once
+    # followed pruning.epochs and stopped it after 2, reported early-stopped.
+    epochs = {"epochs": {"type": "choice", "values": [3]}}
+    config = sweep_config(tiny_bench, tiny_stage1, tmp_path, scheduler="asha", num_samples=1,
+                          max_concurrent_trials=1, asha={"grace_period": 1},
+                          hyperparameters=epochs)  # fmt: skip
+    result = CliRunner().invoke(app, ["search", str(config), "pruning.epochs=1"])
+    assert result.exit_code == 0, result.output
+    trials = pd.read_parquet(tmp_path / "runs" / "sweep" / "trials.parquet")
+    assert trials["status"].tolist() == ["finished"] and trials["epochs"].tolist() == [3]
+    assert not trials["early_stopped"].any() and trials["test_overall"].notna().all()
+
+
 def tiny_stage1_sizes(stage1: Path) -> dict[str, int]:
     from search.tuner import model_sizes
 
@@ -195,10 +211,14 @@ def test_a_resumed_searcher_skips_trials_the_study_finished_after_its_snapshot(
     searcher.suggest("a")
     searcher.suggest("b")
     searcher.save(str(tmp_path / "snapshot.pkl"))
+
+    def epoch(n: int) -> dict:  # an epoch report as search.trainable makes it
+        return {"stage": "prune", "epoch": n, "epochs_done": n, "training_iteration": n}
+
     # After the snapshot: "a" finishes, "b" reports an epoch, "c" is asked for; then the kill.
-    searcher.on_trial_result("a", {metric: 40.0, "training_iteration": 1})
+    searcher.on_trial_result("a", {metric: 40.0, **epoch(1)})
     searcher.on_trial_complete("a", {metric: 42.0, "trial_complete": True})
-    searcher.on_trial_result("b", {metric: 30.0, "training_iteration": 1})
+    searcher.on_trial_result("b", {metric: 30.0, **epoch(1)})
     searcher.suggest("c")
 
     resumed = AllocationSearch.__new__(AllocationSearch)  # as Tune unpickles it
@@ -207,9 +227,9 @@ def test_a_resumed_searcher_skips_trials_the_study_finished_after_its_snapshot(
     assert states == {0: optuna.trial.TrialState.COMPLETE, 1: optuna.trial.TrialState.RUNNING,
                       2: optuna.trial.TrialState.FAIL}  # fmt: skip
     # Tune re-runs "a" and "b" from their checkpoints: "a" is not told again, "b" goes on.
-    resumed.on_trial_result("a", {metric: 40.0, "training_iteration": 2})
+    resumed.on_trial_result("a", {metric: 40.0, **epoch(2)})
     resumed.on_trial_complete("a", {metric: 45.0, "trial_complete": True})
-    resumed.on_trial_result("b", {metric: 31.0, "training_iteration": 2})
+    resumed.on_trial_result("b", {metric: 31.0, **epoch(2)})
     resumed.on_trial_complete("b", {metric: 33.0, "trial_complete": True})
     trials = {t.number: t for t in resumed._ot_study.get_trials()}
     assert trials[0].value == 42.0 and trials[1].value == 33.0

@@ -240,6 +240,14 @@ def test_a_copied_sweep_is_read_where_it_now_is(flow: Flow, tmp_path: Path) -> N
         export = _tickets("export", str(copy), "--trial", best, str(tmp_path / "exported"))
         assert export.returncode == 0, export.stderr
         assert (tmp_path / "exported" / "masks.safetensors").is_file()
+        # Grown where it now is: the new trial is written into the copy, not the original.
+        grown = _tickets("resume", str(copy), "search.num_samples=4")
+        assert grown.returncode == 0, grown.stdout[-2000:] + grown.stderr[-2000:]
+        trials = pd.read_parquet(copy / "trials.parquet")
+        new = set(trials["trial_id"]) - set(pd.read_parquet(away / "trials.parquet")["trial_id"])
+        assert len(trials) == 4 and len(new) == 1 and (trials["status"] == "finished").all()
+        (added,) = new
+        assert (copy / f"trial_{added}").is_dir() and not (away / f"trial_{added}").exists()
     finally:
         away.rename(flow.run_dir)
 

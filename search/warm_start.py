@@ -1,0 +1,211 @@
+"""`search.warm_start`: seed a new sweep's study with the finished trials of earlier sweeps.
+
+Each finished trial of an earlier sweep (the same budget, another budget, another dataset) is
+mapped into the new space by its sparsities: at a budget the new sweep searches, its allocation
+as it was; at another, every group's sparsity scaled by s_new / s_old (eq. 10 holds exactly:
+the shares of pruned weights stay those of the earlier trial), clamped into the feasible
+intervals. `search.warm_start_as` says how the study takes it:
+
+- `trials`: as a completed trial with the earlier sweep's metric values (no re-run). The
+  values are taken as comparable: right for the same data at the same budget, a ranking prior
+  otherwise. These trials are rows of trials.parquet with status `warm_start`.
+- `enqueue`: its allocation is evaluated first by the new sweep (a re-run: for values that are
+  not comparable). Those trials' rows name the earlier trial in the `warm_start` column.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+
+from pruning.budget import feasible_interval
+from search.config import RunConfig, load_config
+from search.remote import local_run_dir
+from search.space import allocation, distributions, unit_coordinates
+from vqa.errors import InputError
+
+WARM_FILE = "warm_start.parquet"
+WARM_STATUS = "warm_start"
+SOURCE_ATTR = "warm_start"
+"""User attribute (and trials.parquet column): the earlier trial, `<run dir>#<trial_id>`."""
+
+
+@dataclass(frozen=True)
+class WarmPoint:
+    """One earlier trial, mapped into the new sweep's space."""
+
+    source: str
+    params: dict[str, Any]
+    allocation: dict[str, float]
+    values: list[float] | None
+    row: dict[str, Any] = field(repr=False)
+
+
+def _source_config(run_dir: Path) -> RunConfig:
+    path = run_dir / "tickets.yaml"
+    if not path.is_file():
+        raise InputError(f"search.warm_start: {run_dir} is not a sweep run directory (no "
+                         "tickets.yaml)")  # fmt: skip
+    return load_config(path)
+
+
+def _finished(run_dir: Path) -> pd.DataFrame:
+    path = run_dir / "trials.parquet"
+    if not path.is_file():
+        raise InputError(f"search.warm_start: {run_dir} has no trials.parquet (no trial finished)")
+    try:
+        trials = pd.read_parquet(path)
+    except (OSError, ValueError) as e:
+        raise InputError(f"search.warm_start: {path}: not a readable Parquet file ({e})") from None
+    keep = trials["status"] == "finished"
+    if "early_stopped" in trials:
+        keep &= ~trials["early_stopped"].fillna(False).astype(bool)
+    return trials[keep.fillna(False).to_numpy(dtype=bool)].reset_index(drop=True)
+
+
+def _nested(block: Mapping[str, Any], dotted: str) -> Any:
+    node: Any = block
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _in(spec: Mapping[str, Any], value: Any) -> bool:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return False
+    if spec["type"] == "choice":
+        return value in spec["values"]
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return False
+    if spec["type"] == "int" and float(value) != int(value):
+        return False
+    return spec["low"] <= value <= spec["high"]
+
+
+def _clamp(value: float, lo: float, hi: float) -> float:
+    return min(hi, max(lo, value))
+
+
+def map_allocation(row: Mapping[str, Any], budgets: Sequence[float], sizes: Mapping[str, int],
+                   bounds: tuple[float, float]) -> tuple[float, dict[str, float]]:  # fmt: skip
+    """(the new budget, the unit coordinates) of an earlier trial's allocation: its own budget
+    if searched, else the nearest, with the sparsities scaled to it (see the module)."""
+    s_old = float(row["s_overall"])
+    same = [b for b in budgets if math.isclose(b, s_old, abs_tol=1e-9)]
+    target = same[0] if same else min(budgets, key=lambda b: (abs(b - s_old), b))
+    factor = target / s_old if s_old > 0 else 0.0
+    language = float(row["s_language"]) * factor if s_old > 0 else target
+    visual = float(row["s_visual"]) * factor if s_old > 0 else target
+    language = _clamp(language, *feasible_interval(target, sizes, "language", bounds=bounds))
+    lo, hi = feasible_interval(target, sizes, "visual", fixed={"language": language},
+                              bounds=bounds)  # fmt: skip
+    return target, unit_coordinates(target, sizes, language, _clamp(visual, lo, hi), bounds)
+
+
+def warm_points(cfg: RunConfig, sizes: Mapping[str, int],
+                budgets: Sequence[float]) -> tuple[list[WarmPoint], list[str]]:  # fmt: skip
+    """The earlier sweeps' finished trials of `search.warm_start`, mapped (best first by the
+    new sweep's first metric, at most `search.warm_start_top`), and one note per source."""
+    search = cfg.search
+    bounds = (float(cfg.pruning.bounds[0]), float(cfg.pruning.bounds[1]))
+    hps = {k: v.model_dump() for k, v in search.hyperparameters.items()}
+    as_trials = search.warm_start_as == "trials"
+    points: list[WarmPoint] = []
+    notes: list[str] = []
+    for text in search.warm_start:
+        run_dir = local_run_dir(text)  # a URI's run files are fetched
+        source_cfg = _source_config(run_dir)
+        trials = _finished(run_dir)
+        if as_trials:
+            missing = [m for m in search.metrics if m not in trials.columns]
+            if missing:
+                raise InputError(f"search.warm_start: {run_dir}/trials.parquet has no column "
+                                 f"{missing[0]!r} (this sweep's metric)")  # fmt: skip
+        source_pruning = source_cfg.pruning.model_dump(mode="json") if source_cfg.pruning else {}
+        skipped = 0
+        for row in trials.to_dict("records"):
+            params: dict[str, Any] = {}
+            for name, spec in hps.items():
+                value = row.get(f"hp_{name}")
+                if value is None or (isinstance(value, float) and math.isnan(value)):
+                    value = _nested(source_pruning, name)
+                if not _in(spec, value):
+                    break
+                params[name] = int(value) if spec["type"] == "int" else value
+            else:
+                values = [float(row[m]) for m in search.metrics] if as_trials else None
+                if values is not None and not all(math.isfinite(v) for v in values):
+                    skipped += 1
+                    continue
+                target, units = map_allocation(row, budgets, sizes, bounds)
+                params.update(units)
+                if len(budgets) > 1:
+                    params["sparsity"] = target
+                triple = allocation(target, sizes, units["u_language"], units["u_visual"],
+                                    bounds)  # fmt: skip
+                source = f"{run_dir.resolve()}#{row['trial_id']}"
+                points.append(WarmPoint(source, params, {"sparsity": target, **triple}, values,
+                                        row))  # fmt: skip
+                continue
+            skipped += 1
+        used = len(trials) - skipped
+        what = "completed trials" if as_trials else "points to evaluate first"
+        source_budgets = sorted({round(float(s), 6) for s in trials["s_overall"].dropna()})
+        notes.append(f"warm start: {used} finished trials of {run_dir} (dataset "
+                     f"{source_cfg.data.dataset}, s {source_budgets}) as {what}"
+                     + (f"; {skipped} skipped (a hyperparameter outside this sweep's range "
+                        "or a missing value)" if skipped else ""))  # fmt: skip
+    metric, mode = search.metrics[0], search.modes[0]
+
+    def rank(p: WarmPoint) -> float:
+        value = p.row.get(metric)
+        if not isinstance(value, int | float) or not math.isfinite(value):
+            return math.inf
+        return -value if mode == "max" else value
+
+    points.sort(key=rank)
+    if search.warm_start_top is not None:
+        points = points[: search.warm_start_top]
+    return points, notes
+
+
+def seed_study(
+    study: optuna.Study, points: Sequence[WarmPoint], how: str, budgets: Sequence[float],
+    hyperparameters: Mapping[str, Any],
+) -> list[int]:  # fmt: skip
+    """Add `points` to a new study (`trials`) or enqueue them (`enqueue`); their numbers."""
+    dists = distributions(budgets, hyperparameters)
+    numbers = []
+    for p in points:
+        attrs = {SOURCE_ATTR: p.source, **{f"s_{k}" if k != "sparsity" else "s_overall": v
+                                            for k, v in p.allocation.items()}}  # fmt: skip
+        if how == "trials":
+            attrs["source_s_overall"] = float(p.row["s_overall"])
+            study.add_trial(
+                optuna.trial.create_trial(
+                    params=p.params, distributions=dists, values=p.values, user_attrs=attrs
+                )
+            )
+        else:
+            study.enqueue_trial(p.params, user_attrs=attrs)
+        numbers.append(study.get_trials(deepcopy=False)[-1].number)
+    return numbers
+
+
+def warm_rows(points: Sequence[WarmPoint], numbers: Sequence[int], sweep: str) -> pd.DataFrame:
+    """The rows trials.parquet shows for warm-start trials added as completed trials: the
+    earlier trial's row as it was measured, status `warm_start`, this study's `number`."""
+    rows = []
+    for p, number in zip(points, numbers, strict=True):
+        rows.append({**p.row, "trial_id": f"{p.row.get('sweep') or 'warm'}:{p.row['trial_id']}",
+                     "sweep": sweep, "number": number, "status": WARM_STATUS,
+                     SOURCE_ATTR: p.source})  # fmt: skip
+    return pd.DataFrame(rows)

@@ -1,0 +1,202 @@
+"""The sweep's Optuna study speaks sparsities, a grid sweep is recorded in one, warm starts seed
+it from earlier sweeps, loggers come from the config, and `search.load_sweep` reads it all; on
+real sweeps of the installed `tickets` in fresh processes, read back with plain optuna."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+
+from pruning.budget import feasible_interval
+from search.grid import GridSearcher
+from tests.conftest import Bench
+from tests.test_run_dir_commands import tickets
+from tests.test_search import sweep_config, tiny_stage1_sizes
+
+pytestmark = pytest.mark.ray
+GROUPS = ("language", "visual", "cross")
+
+
+def _study(run_dir: Path) -> optuna.Study:
+    return optuna.load_study(study_name=run_dir.name, storage=f"sqlite:///{run_dir / 'study.db'}")
+
+
+@pytest.fixture(scope="module")
+def source(tiny_bench: Bench, tiny_stage1: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three finished TPE trials of two epochs at s = 0.5, one searched hyperparameter."""
+    root = tmp_path_factory.mktemp("source")
+    config = sweep_config(tiny_bench, tiny_stage1, root, num_samples=3,
+                          hyperparameters={"lr": {"type": "loguniform", "low": 0.01,
+                                                  "high": 0.1}})  # fmt: skip
+    done = tickets("search", str(config), "--name", "source")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return root / "runs" / "source"
+
+
+def test_study_holds_sparsities_trial_ids_test_metrics_and_epochs(source: Path) -> None:
+    trials = pd.read_parquet(source / "trials.parquet").set_index("trial_id")
+    epochs = pd.read_parquet(source / "epochs.parquet")
+    study = _study(source)
+    assert study.metric_names == ["sel_overall"]
+    frame = study.trials_dataframe()
+    assert {"user_attrs_s_language", "user_attrs_trial_id", "user_attrs_test_overall"} <= set(
+        frame.columns
+    )
+    assert len(study.trials) == 3
+    for t in study.trials:
+        row = trials.loc[t.user_attrs["trial_id"]]
+        assert row["number"] == t.number  # trials.parquet and the study name the same trial
+        for g in GROUPS:
+            assert t.user_attrs[f"s_{g}"] == pytest.approx(row[f"s_{g}"], abs=1e-12)
+        assert t.user_attrs["s_overall"] == pytest.approx(0.5)
+        assert t.user_attrs["remaining_params"] == row["remaining_params"]
+        assert t.user_attrs["test_overall"] == pytest.approx(row["test_overall"], abs=1e-9)
+        assert t.user_attrs["kept_epoch"] == row["kept_epoch"]
+        assert t.user_attrs["early_stopped"] is False
+        # Intermediate values are the selection accuracy keyed by epoch, as epochs.parquet has it.
+        mine = epochs[epochs["trial_id"] == t.user_attrs["trial_id"]].set_index("epoch")
+        assert sorted(t.intermediate_values) == [1, 2]
+        for epoch, value in t.intermediate_values.items():
+            assert value == pytest.approx(mine.loc[epoch, "sel_overall"], abs=1e-9)
+
+
+def test_grid_sweep_is_recorded_in_a_study_with_fixed_parameters(
+    tiny_bench: Bench, tiny_stage1: Path, tmp_path: Path
+) -> None:
+    grid = {"coarse_step": 0.45, "fine_step": 0.45, "fine_radius": 0.1}
+    sizes = tiny_stage1_sizes(tiny_stage1)
+    planned = GridSearcher(sizes, 0.5, bounds=(0.0, 0.99), metric="sel_overall", mode="max",
+                           **grid).max_trials()  # fmt: skip
+    assert planned <= 8  # keeps the test small; the grid's own tests cover its planning
+    config = sweep_config(tiny_bench, tiny_stage1, tmp_path, searcher="grid", grid=grid)
+    done = tickets("search", str(config), "pruning.epochs=1")
+    assert done.returncode == 0, done.stderr[-3000:]
+    run_dir = tmp_path / "runs" / "sweep"
+    trials = pd.read_parquet(run_dir / "trials.parquet").set_index("trial_id")
+    study = _study(run_dir)
+    assert study.metric_names == ["sel_overall"]
+    assert len(study.trials) == len(trials) >= 3
+    for t in study.trials:
+        row = trials.loc[t.user_attrs["trial_id"]]
+        assert t.state == optuna.trial.TrialState.COMPLETE
+        assert t.value == pytest.approx(row["sel_overall"], abs=1e-9)
+        assert row["number"] == t.number
+        # The grid point in the unit coordinates an Optuna sweep of this space draws.
+        lo, hi = feasible_interval(0.5, sizes, "language", bounds=(0.0, 0.99))
+        assert t.params["u_language"] == pytest.approx((row["s_language"] - lo) / (hi - lo))
+        assert t.user_attrs["s_visual"] == pytest.approx(row["s_visual"], abs=1e-12)
+        assert t.user_attrs["grid_pass"] in ("coarse", "fine")
+        assert t.intermediate_values == {1: pytest.approx(row["sel_overall"], abs=1e-9)}
+
+
+def test_warm_start_adds_earlier_trials_mapped_to_the_new_budget(
+    source: Path, tiny_bench: Bench, tiny_stage1: Path, tmp_path: Path
+) -> None:
+    earlier = pd.read_parquet(source / "trials.parquet").set_index("trial_id")
+    config = sweep_config(
+        tiny_bench,
+        tiny_stage1,
+        tmp_path,
+        num_samples=2,
+        warm_start=[str(source)],
+        hyperparameters={"lr": {"type": "loguniform", "low": 0.01, "high": 0.1}},
+    )
+    done = tickets("search", str(config), "--name", "warm", "pruning.sparsity=0.6")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"warm start: 3 finished trials of {source}" in done.stdout
+    run_dir = tmp_path / "runs" / "warm"
+    trials = pd.read_parquet(run_dir / "trials.parquet")
+    warm, own = trials[trials["status"] == "warm_start"], trials[trials["status"] != "warm_start"]
+    assert len(warm) == 3 and len(own) == 2 and (own["status"] == "finished").all()
+    assert own["warm_start"].isna().all()
+    study = _study(run_dir)
+    sizes = tiny_stage1_sizes(tiny_stage1)
+    total = sum(sizes[g] for g in GROUPS)
+    for _, row in warm.iterrows():
+        source_id = row["warm_start"].rsplit("#", 1)[1]
+        assert row["warm_start"] == f"{source.resolve()}#{source_id}"
+        # The row is the earlier trial as it was measured; the study holds it mapped to s = 0.6.
+        assert row["sel_overall"] == pytest.approx(earlier.loc[source_id, "sel_overall"])
+        t = study.trials[row["number"]]
+        assert t.state == optuna.trial.TrialState.COMPLETE and t.user_attrs["warm_start"]
+        assert t.value == pytest.approx(earlier.loc[source_id, "sel_overall"])
+        assert sum(t.user_attrs[f"s_{g}"] * sizes[g] for g in GROUPS) / total == pytest.approx(
+            0.6, abs=1e-9
+        )
+        for g in GROUPS:  # scaled by 0.6 / 0.5 where that stays feasible
+            scaled = earlier.loc[source_id, f"s_{g}"] * 1.2
+            if scaled <= 0.99:
+                assert t.user_attrs[f"s_{g}"] == pytest.approx(scaled, abs=1e-6)
+        assert t.params["lr"] == pytest.approx(earlier.loc[source_id, "hp_lr"])
+    # The earlier uniform point maps onto this budget's: it is not evaluated again.
+    uniform = (own[[f"s_{g}" for g in GROUPS]] - 0.6).abs().max(axis=1) < 1e-9
+    assert not uniform.any()
+    assert sorted(study.trials_dataframe()["user_attrs_trial_id"].dropna()) == sorted(
+        own["trial_id"]
+    )
+    status = tickets("status", str(run_dir))
+    assert status.returncode == 0 and "trials: 2 of 2 started" in status.stdout
+    assert "trial-epochs: 4 spent" in status.stdout  # the earlier trials' epochs are not this one's
+
+    # load_sweep gives the same tables, the study and Ray's results, without a Ray runtime.
+    from search import load_sweep
+
+    sweep = load_sweep(run_dir)
+    pd.testing.assert_frame_equal(sweep.trials, trials)
+    assert len(sweep.results) == 2 and sweep.study is not None and len(sweep.study.trials) == 5
+    assert sorted(sweep.finished["trial_id"]) == sorted(own["trial_id"])
+    import duckdb
+
+    trials = sweep.trials  # noqa: F841  (DuckDB reads the DataFrame by its name)
+    by_budget = duckdb.sql("""select round(s_overall, 2) as s, count(*) as n, max(sel_overall)
+                              as best from trials where status = 'finished' group by 1""").df()
+    assert by_budget["s"].tolist() == [0.6] and by_budget["n"].tolist() == [2]
+    assert by_budget["best"].iloc[0] == pytest.approx(own["sel_overall"].max())
+
+
+def test_warm_start_enqueue_reruns_the_best_earlier_allocation_first_with_loggers(
+    source: Path, tiny_bench: Bench, tiny_stage1: Path, tmp_path: Path
+) -> None:
+    earlier = pd.read_parquet(source / "trials.parquet")
+    best = earlier.loc[earlier["sel_overall"].idxmax()]
+    config = sweep_config(tiny_bench, tiny_stage1, tmp_path, num_samples=2, warm_start=[
+        str(source)], warm_start_as="enqueue", warm_start_top=1, max_concurrent_trials=1,
+        loggers=["csv", "tensorboard"])  # fmt: skip
+    done = tickets("search", str(config))
+    assert done.returncode == 0, done.stderr[-3000:]
+    run_dir = tmp_path / "runs" / "sweep"
+    trials = pd.read_parquet(run_dir / "trials.parquet").sort_values("number")
+    assert len(trials) == 2 and not (trials["status"] == "warm_start").any()
+    first = trials.iloc[0]
+    assert first["warm_start"] == f"{source.resolve()}#{best['trial_id']}"
+    for g in GROUPS:  # the same budget: the earlier allocation as it was
+        assert first[f"s_{g}"] == pytest.approx(best[f"s_{g}"], abs=1e-9)
+    second = trials.iloc[1]
+    assert pd.isna(second["warm_start"])
+    if not all(abs(best[f"s_{g}"] - 0.5) < 1e-9 for g in GROUPS):  # else it is not run twice
+        # then the uniform allocation, as in a cold sweep
+        assert [second[f"s_{g}"] for g in GROUPS] == pytest.approx([0.5] * 3, abs=1e-9)
+    # Exactly the configured loggers: progress.csv and event files, no result.json.
+    for trial_id in trials["trial_id"]:
+        files = {p.name for p in (run_dir / f"trial_{trial_id}").iterdir()}
+        assert "progress.csv" in files and "result.json" not in files
+        assert any(name.startswith("events.out.tfevents") for name in files)
+
+
+def test_a_missing_logger_package_or_warm_start_source_is_one_line_and_writes_nothing(
+    tiny_bench: Bench, tiny_stage1: Path, tmp_path: Path
+) -> None:
+    config = sweep_config(tiny_bench, tiny_stage1, tmp_path)
+    done = tickets("search", str(config), "search.loggers=[csv, mlflow]")
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "error: search.loggers: mlflow needs the mlflow package: pip install mlflow"
+    ]
+    done = tickets("search", str(config), f"search.warm_start=[{tmp_path / 'nosuch'}]")
+    assert done.returncode == 2
+    assert done.stderr.strip() == (f"error: search.warm_start: {tmp_path / 'nosuch'} is not a "
+                                   "sweep run directory (no tickets.yaml)")  # fmt: skip
+    assert not (tmp_path / "runs").exists()
