@@ -123,8 +123,7 @@ def plan_sweep(cfg: RunConfig) -> SweepPlan:
     if cfg.search.searcher == "grid":
         g = cfg.search.grid  # as search.tuner.build_searcher builds the GridSearcher
         try:
-            settings, coarse = plan(sizes, values[0], bounds, coarse_step=g.coarse_step,
-                                    fine_step=g.fine_step, fine_radius=g.fine_radius)  # fmt: skip
+            settings, coarse = plan(sizes, values[0], bounds, **g.settings(values[0], bounds))
         except ValueError as e:
             raise InputError(f"search.grid: {e}") from None
         grid = GridPlan(settings, coarse, max_fine(settings, coarse))

@@ -60,13 +60,44 @@ class AshaConfig(BaseModel):
 
 
 class GridConfig(BaseModel):
-    """The paper's coarse-to-fine grid (appendix C.4)."""
+    """The paper's coarse-to-fine grid (appendix C.4). A field left empty (null) takes C.4's
+    value for the budget (`search.grid_plan.c4_settings`): a 20% coarse pass, then a 5% fine
+    pass around the best coarse point; at s = 0.9 a single 2% pass over 0.80-0.98."""
 
     model_config = ConfigDict(extra="forbid")
 
-    coarse_step: float = Field(0.2, gt=0, lt=1)
-    fine_step: float = Field(0.05, gt=0, lt=1)
+    coarse_step: float | None = Field(None, gt=0, lt=1)
+    """Step of the coarse lattice (C.4: 0.2; 0.02 at s = 0.9)."""
+    coarse_values: list[float] | None = None
+    """The coarse pass's values on both axes, instead of the `coarse_step` lattice (C.4 at
+    s = 0.9: 0.80, 0.82, ..., 0.98)."""
+    fine_pass: bool | None = None
+    """Whether a fine pass follows (C.4: yes, but not at s = 0.9)."""
+    fine_step: float | None = Field(None, gt=0, lt=1)
+    """Step of the fine pass (C.4: 0.05)."""
     fine_radius: float | None = Field(None, gt=0, lt=1)
+    """Half-width of the fine pass around the best coarse point (default: one coarse step)."""
+
+    @field_validator("coarse_values")
+    @classmethod
+    def _fractions(cls, values: list[float] | None) -> list[float] | None:
+        if values is not None and (not values or any(not 0 <= v < 1 for v in values)):
+            raise ValueError(f"expected a non-empty list of fractions in [0, 1), got {values}")
+        return values
+
+    def settings(self, budget: float, bounds: tuple[float, float]) -> dict[str, Any]:
+        """Keyword arguments of `GridSearcher` and `grid_plan.plan` at overall sparsity
+        `budget`: the fields given, C.4's values for the others (its values within `bounds`)."""
+        from search.grid_plan import c4_settings
+
+        c4 = c4_settings(budget)  # {} (the defaults below), or s = 0.9's single pass
+        values = self.coarse_values
+        if values is None and self.coarse_step is None and "coarse_values" in c4:
+            values = [v for v in c4["coarse_values"] if bounds[0] <= v <= bounds[1]] or None
+        fine = "fine_step" not in c4 if self.fine_pass is None else self.fine_pass
+        return {"coarse_step": self.coarse_step or c4.get("coarse_step", 0.2),
+                "coarse_values": values, "fine_step": (self.fine_step or 0.05) if fine else None,
+                "fine_radius": self.fine_radius}  # fmt: skip
 
 
 class FaultInjection(BaseModel):

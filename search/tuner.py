@@ -83,8 +83,7 @@ def build_searcher(cfg: RunConfig, sizes: dict[str, int], run_dir: Path,
         from search.grid import GridSearcher
 
         return GridSearcher(sizes, budgets[0], bounds=bounds, metric=metric, mode=mode,
-                            coarse_step=search.grid.coarse_step, fine_step=search.grid.fine_step,
-                            fine_radius=search.grid.fine_radius)  # fmt: skip
+                            **search.grid.settings(budgets[0], bounds))  # fmt: skip
     startup = {"n_startup_trials": search.startup_trials
                or startup_trials(len(search.hyperparameters), len(budgets))}  # fmt: skip
     samplers = {

@@ -92,6 +92,38 @@ def test_grid_sweep_is_recorded_in_a_study_with_fixed_parameters(
         assert t.intermediate_values == {1: pytest.approx(row["sel_overall"], abs=1e-9)}
 
 
+def test_the_grid_at_s_0_9_is_c4s_single_2_percent_pass(
+    tiny_bench: Bench, tiny_stage1: Path, tmp_path: Path
+) -> None:
+    # C.4 at s = 0.9: 0.80, 0.82, ..., 0.98 on both axes, cross solved, no fine pass. Bounds of
+    # [0.88, 0.92] keep the real sweep to the points of 0.88, 0.90, 0.92 whose cross lies there.
+    sizes = tiny_stage1_sizes(tiny_stage1)
+    total = sum(sizes[g] for g in GROUPS)
+    values = (0.88, 0.9, 0.92)
+    expected = set()
+    for language in values:
+        for visual in values:
+            cross = (0.9 * total - language * sizes["language"] - visual * sizes["visual"]) / sizes[
+                "cross"
+            ]
+            if 0.88 - 1e-12 <= cross <= 0.92 + 1e-12:
+                expected.add((language, visual))
+    assert 3 <= len(expected) < 9  # the bounds drop some: cross is solved, not gridded
+    config = sweep_config(tiny_bench, tiny_stage1, tmp_path, searcher="grid")
+    done = tickets("search", str(config), "pruning.epochs=1", "pruning.sparsity=0.9",
+                   "pruning.bounds=[0.88, 0.92]")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    trials = pd.read_parquet(tmp_path / "runs" / "sweep" / "trials.parquet")
+    got = {(round(a, 9), round(b, 9)) for a, b in zip(trials["s_language"], trials["s_visual"],
+                                                        strict=True)}  # fmt: skip
+    assert got == expected and len(trials) == len(expected)
+    passes = {t.user_attrs["grid_pass"] for t in _study(tmp_path / "runs" / "sweep").trials}
+    assert passes == {"coarse"}  # no fine pass at s = 0.9
+    dry = tickets("search", str(config), "--dry-run", "pruning.sparsity=0.9")
+    assert dry.returncode == 0, dry.stderr
+    assert "0.80" in dry.stdout and "0.98" in dry.stdout and "+ at most 0 fine" in dry.stdout
+
+
 def test_warm_start_adds_earlier_trials_mapped_to_the_new_budget(
     source: Path, tiny_bench: Bench, tiny_stage1: Path, tmp_path: Path
 ) -> None:
