@@ -4,10 +4,20 @@ A model directory is an ordinary local `from_pretrained` directory of the backbo
 (`config.json` + `model.safetensors`) with the question tokenizer beside it, plus
 `answer_head.safetensors`, `answers.json` (the head's vocabulary) and `config.yaml` (the resolved
 run config). `LxmertModel.from_pretrained(dir)` loads it with plain `transformers`.
+
+`VQAModel.head` is the architecture of transformers' `LxmertVisualAnswerHead.logit_fc` (Linear
+h -> 2h, GeLU with erf, LayerNorm eps 1e-12, Linear 2h -> answers), so a VQAModel is, weight for
+weight, a `LxmertForQuestionAnswering` (`lxmert.*` the backbone, `answer_head.logit_fc.*` the
+head; `hf_name`). With `question_answering=True` (what `tickets export` writes) the directory's
+`config.json` and `model.safetensors` are that model's: `num_qa_labels` and `id2label` /
+`label2id` from the answer vocabulary, so `LxmertForQuestionAnswering.from_pretrained(dir)` loads
+the trained head in one line; `LxmertModel.from_pretrained(dir)` still loads the backbone (it
+drops the `lxmert.` prefix and reports the `answer_head.*` keys as unused).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import sys
@@ -18,7 +28,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import LxmertConfig, LxmertModel
+from transformers import LxmertConfig, LxmertForQuestionAnswering, LxmertModel
 from transformers.utils import logging as hf_logging
 
 from models.config import ArchitectureConfig
@@ -34,6 +44,8 @@ WEIGHT_FILES = (
     "pytorch_model.bin",
     "pytorch_model.bin.index.json",
 )
+# A VQAModel's state-dict prefixes and LxmertForQuestionAnswering's for the same weights.
+HF_PREFIXES = (("backbone.", "lxmert."), ("head.", "answer_head.logit_fc."))
 # Keys LxmertForPreTraining (and ForQuestionAnswering) keep beside the backbone, which
 # `LxmertModel.from_pretrained` skips (it strips their `lxmert.` prefix from the backbone's).
 PRETRAINING_HEADS = ("cls.", "obj_predict_head.", "answer_head.")
@@ -78,6 +90,45 @@ class VQAModel(nn.Module):
             visual_pos=visual_pos,
         )
         return self.head(out.pooled_output), out.pooled_output
+
+
+def hf_name(name: str) -> str:
+    """The `LxmertForQuestionAnswering` state-dict name of a VQAModel state-dict name:
+    `backbone.encoder...` -> `lxmert.encoder...`, `head.3.bias` -> `answer_head.logit_fc.3.bias`."""
+    for ours, theirs in HF_PREFIXES:
+        if name.startswith(ours):
+            return theirs + name.removeprefix(ours)
+    raise ValueError(f"{name!r} is not the name of a VQAModel weight")
+
+
+def vqa_name(name: str) -> str | None:
+    """The VQAModel state-dict name of a `LxmertForQuestionAnswering` one (inverse of `hf_name`);
+    None for a name outside its backbone and answer head."""
+    for ours, theirs in HF_PREFIXES:
+        if name.startswith(theirs):
+            return ours + name.removeprefix(theirs)
+    return None
+
+
+@torch.no_grad()
+def question_answering_model(model: VQAModel, answers: list[str]) -> LxmertForQuestionAnswering:
+    """`model` as a `transformers.LxmertForQuestionAnswering` sharing its tensors (no copy):
+    `config.num_qa_labels` = the number of answers, `id2label` / `label2id` the vocabulary.
+    `model` must be plain (masks baked in: `pruning.export`)."""
+    if len(answers) != model.num_answers or len(set(answers)) != len(answers):
+        raise ValueError(f"{len(answers)} answers (distinct: {len(set(answers))}) for a head of "
+                         f"{model.num_answers}")  # fmt: skip
+    state = {hf_name(k): v for k, v in model.state_dict().items()}
+    if any(".parametrizations." in k for k in state):
+        raise ValueError("question_answering_model needs a model without masks (bake them in)")
+    config = copy.deepcopy(model.backbone.config)
+    config.num_qa_labels = len(answers)
+    config.id2label = dict(enumerate(answers))
+    config.label2id = {a: i for i, a in enumerate(answers)}
+    with torch.device("meta"):  # no memory, no random init: every tensor is assigned below
+        qa = LxmertForQuestionAnswering(config)
+    qa.load_state_dict(state, strict=True, assign=True)
+    return qa.eval()
 
 
 def small_backbone(cfg: ArchitectureConfig, vocab_size: int, feature_dim: int) -> LxmertModel:
@@ -236,11 +287,20 @@ def restore_model(model: VQAModel, path: Path, answers: list[str]) -> None:
 
 
 def save_model_dir(
-    model: VQAModel, answers: list[str], tokenizer, config_yaml: str, out: Path
+    model: VQAModel,
+    answers: list[str],
+    tokenizer,
+    config_yaml: str,
+    out: Path,
+    question_answering: bool = False,
 ) -> None:
-    """Write the model directory into `out`, an existing empty directory (callers go atomic)."""
+    """Write the model directory into `out`, an existing empty directory (callers go atomic);
+    with `question_answering`, its weights and `config.json` as `LxmertForQuestionAnswering`'s."""
     hf_logging.disable_progress_bar()  # one bar per shard clutters the epoch log
-    model.backbone.save_pretrained(str(out))
+    if question_answering:
+        question_answering_model(model, answers).save_pretrained(str(out))
+    else:
+        model.backbone.save_pretrained(str(out))
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.head.state_dict().items()}
     save_file(state, str(out / HEAD_FILE))
     (out / ANSWERS_FILE).write_text(json.dumps(answers, indent=1) + "\n")

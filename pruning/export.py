@@ -1,13 +1,21 @@
 """Packed masks (1 bit per weight) and the pruned-model export (DESIGN.md §5).
 
 A mask file is one safetensors file: a flat uint8 tensor per masked weight (``numpy.packbits`` of
-the flattened 0/1 mask, ``bitorder="little"``), keyed by the weight's plain name (as
-:func:`models.structure.prunable_groups` lists it for the unmasked model), and two header
-metadata strings: ``format`` (:data:`FORMAT`) and ``masks``, the JSON of
-``{name: {"shape", "num_pruned", "requested", "group"}}``. Nothing is ever unpickled.
+the flattened 0/1 mask, ``bitorder="little"``) and two header metadata strings: ``format`` and
+``masks``, the JSON of ``{name: {"shape", "num_pruned", "requested", "group"}}``. Nothing is ever
+unpickled. The names are the weights' state-dict names in the model the export writes:
 
-:func:`load_masks` copies only the binary ``mask`` buffers; the scores are left as they are, so a
-later :func:`pruning.masks.recompute_masks` re-binarises from the model's own scores.
+- ``tickets-packed-masks/2`` (:data:`FORMAT`, written): a VQAModel's masks under the names of
+  ``transformers.LxmertForQuestionAnswering`` (``lxmert.encoder.layer.0...weight``;
+  :func:`models.vqa_model.hf_name`), so the keys of an exported directory's
+  ``masks.safetensors`` are keys of the state dict its ``model.safetensors`` loads into; any other
+  module's masks under its own names.
+- ``tickets-packed-masks/1`` (:data:`FORMAT_V1`, read only, as in the checkpoints of earlier
+  sweeps): every mask under the masked module's own names (``backbone.encoder...weight``).
+
+:func:`load_masks` reads both into the project's masked VQAModel and copies only the binary
+``mask`` buffers; the scores are left as they are, so a later
+:func:`pruning.masks.recompute_masks` re-binarises from the model's own scores.
 """
 
 from __future__ import annotations
@@ -25,12 +33,13 @@ from torch import nn
 from torch.nn.utils import parametrize
 from transformers import LxmertModel
 
-from models.vqa_model import VQAModel, save_model_dir
+from models.vqa_model import VQAModel, hf_name, save_model_dir
 from pruning.masks import ScoreMask, has_masks, sparsity_report
 from vqa.atomic import atomic_dir, atomic_path, write_json
 from vqa.errors import InputError
 
-FORMAT = "tickets-packed-masks/1"
+FORMAT = "tickets-packed-masks/2"
+FORMAT_V1 = "tickets-packed-masks/1"
 MASKS_FILE = "masks.safetensors"
 SPARSITY_FILE = "sparsity.json"
 
@@ -71,14 +80,22 @@ def unpack_mask(bits: torch.Tensor, shape: list[int]) -> torch.Tensor:
     return torch.from_numpy(flat.astype(np.float32)).reshape(shape)
 
 
+def file_name(model: nn.Module, name: str, fmt: str = FORMAT) -> str:
+    """The name a mask file of format ``fmt`` gives the mask of ``model``'s weight ``name``."""
+    return hf_name(name) if fmt == FORMAT and isinstance(model, VQAModel) else name
+
+
 def save_masks(model: nn.Module, path: str | os.PathLike[str]) -> None:
-    """Write the model's masks, packed, to one safetensors file at ``path``, atomically."""
+    """Write the model's masks, packed, to one safetensors file at ``path``, atomically (format
+    :data:`FORMAT`: a VQAModel's masks under LxmertForQuestionAnswering's names)."""
     bits, meta = pack_masks(model)
+    bits = {file_name(model, n): b for n, b in bits.items()}
+    meta = {file_name(model, n): m for n, m in meta.items()}
     with atomic_path(path) as tmp:
         save_file(bits, str(tmp), metadata={"format": FORMAT, "masks": json.dumps(meta)})
 
 
-def _read_mask_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, dict]]:
+def _read_mask_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, dict], str]:
     if not path.is_file():
         raise InputError(f"{path}: mask file not found")
     try:
@@ -88,9 +105,10 @@ def _read_mask_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, dict
     except Exception as e:  # safetensors raises its own error types on a bad header
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise InputError(f"{path}: not a safetensors file ({first})") from None
-    if header.get("format") != FORMAT:
-        found = header.get("format")
-        raise InputError(f"{path}: not a packed mask file (format {found!r}, expected {FORMAT!r})")
+    fmt = header.get("format")
+    if fmt not in (FORMAT, FORMAT_V1):
+        raise InputError(f"{path}: not a packed mask file (format {fmt!r}, expected {FORMAT!r} "
+                         f"or {FORMAT_V1!r})")  # fmt: skip
     try:
         meta = json.loads(header["masks"])
         ok = isinstance(meta, dict) and set(meta) == set(bits)
@@ -99,17 +117,18 @@ def _read_mask_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, dict
         ok = False
     if not ok:
         raise InputError(f"{path}: corrupt mask file (metadata does not list its tensors)")
-    return bits, meta
+    return bits, meta, fmt
 
 
 @torch.no_grad()
 def load_masks(model: nn.Module, path: str | os.PathLike[str]) -> None:
-    """Copy the masks of a :func:`save_masks` file into the model's ScoreMask buffers; the model
-    must carry the same masks (same names, shapes and zero counts; for masks of a ``global``
-    pool, the same total count, each mask then taking the count it loads). All or nothing."""
+    """Copy the masks of a :func:`save_masks` file (either format) into the model's ScoreMask
+    buffers; the model must carry the same masks (same names, shapes and zero counts; for masks of
+    a ``global`` pool, the same total count, each mask then taking the count it loads). All or
+    nothing. Errors name the masks as the file does."""
     path = Path(path)
-    bits, meta = _read_mask_file(path)
-    targets = dict(named_score_masks(model))
+    bits, meta, fmt = _read_mask_file(path)
+    targets = {file_name(model, n, fmt): p for n, p in named_score_masks(model)}
     if extra := [n for n in bits if n not in targets]:
         raise InputError(f"{path}: mask for {extra[0]}, which the model has no mask for")
     if missing := [n for n in targets if n not in bits]:
@@ -162,10 +181,14 @@ def export_pruned(
     config_yaml: str,
     out_dir: str | os.PathLike[str],
 ) -> dict:
-    """Write ``out_dir`` atomically: the model directory with W ⊙ m baked in, ``masks.safetensors``
-    and ``sparsity.json`` (the sparsity report plus ``tensors``: name -> group, numel, pruned,
-    realised, and zeros, the exact zeros of the exported weight). Returns the sparsity report.
-    ``model`` (masked) is left unchanged."""
+    """Write ``out_dir`` atomically: the model directory with W ⊙ m baked in, as
+    ``LxmertForQuestionAnswering`` (:func:`models.vqa_model.save_model_dir` with
+    ``question_answering``: ``LxmertForQuestionAnswering.from_pretrained(out_dir)`` predicts what
+    ``model`` predicts, ``LxmertModel.from_pretrained(out_dir)`` gives its backbone),
+    ``masks.safetensors`` (keyed by that model's state-dict names) and ``sparsity.json`` (the
+    sparsity report plus ``tensors``: the same names -> group, numel, pruned, realised, and zeros,
+    the exact zeros of the exported weight). Returns the sparsity report. ``model`` (masked) is
+    left unchanged."""
     if not has_masks(model):
         raise ValueError("export_pruned needs a masked model (pruning.masks.apply_masks)")
     report = sparsity_report(model)
@@ -174,7 +197,7 @@ def export_pruned(
     tensors = {}
     for name, p in named_score_masks(model):
         pruned, numel = int((p.mask == 0).sum()), p.mask.numel()
-        tensors[name] = {
+        tensors[hf_name(name)] = {
             "group": p.group,
             "numel": numel,
             "pruned": pruned,
@@ -182,7 +205,7 @@ def export_pruned(
             "zeros": int((weights[name] == 0).sum()),
         }
     with atomic_dir(out_dir) as tmp:
-        save_model_dir(baked, answers, tokenizer, config_yaml, tmp)
+        save_model_dir(baked, answers, tokenizer, config_yaml, tmp, question_answering=True)
         save_masks(model, tmp / MASKS_FILE)
         write_json(tmp / SPARSITY_FILE, {**report, "tensors": tensors})
     return report

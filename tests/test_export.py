@@ -17,9 +17,10 @@ from transformers import LxmertModel
 
 from models.config import ArchitectureConfig
 from models.structure import prunable_groups
-from models.vqa_model import VQAModel, load_backbone, load_head, small_backbone
+from models.vqa_model import VQAModel, hf_name, load_backbone, load_head, small_backbone
 from pruning.export import (
     FORMAT,
+    FORMAT_V1,
     export_pruned,
     load_masks,
     named_score_masks,
@@ -113,6 +114,9 @@ def test_save_load_restores_masks_and_outputs(tmp_path: Path) -> None:
     assert list(tmp_path.joinpath("m").iterdir()) == [path]  # no temporary left behind
     with safe_open(str(path), framework="pt") as f:
         assert f.metadata()["format"] == FORMAT
+        # Keyed by LxmertForQuestionAnswering's names, which the export's model.safetensors uses.
+        assert sorted(f.keys()) == sorted(hf_name(n) for n in masks_of(source))
+        assert all(k.startswith("lxmert.") for k in f.keys())  # noqa: SIM118 (not a dict)
 
     # Same weights and request, other masks: loading brings back the source's masks.
     target = masked_model(seed=0)
@@ -132,21 +136,54 @@ def test_save_load_restores_masks_and_outputs(tmp_path: Path) -> None:
     assert torch.equal(target(**x)[0], source(**x)[0])
 
 
-def rewrite(path: Path, out: Path, edit) -> Path:
-    """Copy a mask file with `edit(bits, meta)` applied."""
+def rewrite(path: Path, out: Path, edit, fmt: str = FORMAT) -> Path:
+    """Copy a mask file with `edit(bits, meta)` applied, as format `fmt`."""
     bits = load_file(str(path))
     with safe_open(str(path), framework="pt") as f:
         meta = json.loads(f.metadata()["masks"])
     edit(bits, meta)
-    save_file(bits, str(out), metadata={"format": FORMAT, "masks": json.dumps(meta)})
+    save_file(bits, str(out), metadata={"format": fmt, "masks": json.dumps(meta)})
     return out
+
+
+def old_names(bits, meta):
+    """Rename a file's masks as format 1 named them: the VQAModel's own names."""
+    for d in (bits, meta):
+        for k in list(d):
+            d["backbone." + k.removeprefix("lxmert.")] = d.pop(k)
+
+
+def test_load_masks_reads_format_1_files(tmp_path: Path) -> None:
+    """Mask files of earlier sweeps' checkpoints (format 1, the VQAModel's names) still load; each
+    format takes only its own names."""
+    source = masked_model(seed=0)
+    new = tmp_path / "new.safetensors"
+    save_masks(source, new)
+    old = rewrite(new, tmp_path / "old.safetensors", old_names, fmt=FORMAT_V1)
+    assert all(k.startswith("backbone.") for k in load_file(str(old)))
+    for path in (new, old):
+        target = masked_model(seed=0)
+        with torch.no_grad():
+            for scores in mask_parameters(target):
+                scores.copy_(torch.randn_like(scores))
+        recompute_masks(target)
+        load_masks(target, path)
+        assert all(torch.equal(m, masks_of(source)[n]) for n, m in masks_of(target).items())
+    first = next(iter(masks_of(source)))
+    mixed = [
+        (rewrite(new, tmp_path / "a", lambda b, m: None, fmt=FORMAT_V1), hf_name(first)),
+        (rewrite(new, tmp_path / "b", old_names), first),  # format 2 with format-1 names
+    ]
+    for path, name in mixed:
+        with pytest.raises(InputError, match=f"mask for {name}, which the model has no mask for"):
+            load_masks(masked_model(seed=0), path)
 
 
 def test_load_masks_errors(tmp_path: Path) -> None:
     source = masked_model()
     good = tmp_path / "good.safetensors"
     save_masks(source, good)
-    first = next(iter(masks_of(source)))
+    first = hf_name(next(iter(masks_of(source))))  # as the file names it
     weight = tmp_path / "w.safetensors"
     save_file({"x": torch.zeros(3)}, str(weight))
     other = tmp_path / "other.safetensors"
@@ -154,7 +191,7 @@ def test_load_masks_errors(tmp_path: Path) -> None:
     garbage = tmp_path / "garbage.safetensors"
     garbage.write_bytes(b"\x80\x04not a safetensors file at all")
 
-    last = list(masks_of(source))[-1]  # errors on the last mask show nothing was copied before
+    last = hf_name(list(masks_of(source))[-1])  # errors on the last mask: nothing copied before
 
     def drop_bits(bits, meta):
         bits.pop(first)
@@ -234,9 +271,9 @@ def test_export_pruned(tmp_path: Path) -> None:
         assert report[group]["realised"] == zeros / numel
     saved = json.loads((out / "sparsity.json").read_text())
     assert {k: v for k, v in saved.items() if k != "tensors"} == report
-    assert set(saved["tensors"]) == set(masks)
+    assert set(saved["tensors"]) == {hf_name(n) for n in masks}  # the names of masks.safetensors
     for name, m in masks.items():
-        row = saved["tensors"][name]
+        row = saved["tensors"][hf_name(name)]
         assert row["pruned"] == row["zeros"] == int((m == 0).sum())
         assert row["realised"] == row["pruned"] / m.numel()
 

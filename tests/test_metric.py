@@ -134,9 +134,10 @@ def test_vqavs_has_no_leave_one_out() -> None:
     assert vqavs_accuracy("cat", ["cat"]) == pytest.approx(1 / 3)
 
 
-def test_vqavs_uses_same_normalisation_rule() -> None:
+def test_vqavs_matches_exactly() -> None:  # more cases in tests/test_vqavs_scoring.py
     assert vqavs_accuracy("2", ["Two"] * 10) == 0.0
-    assert vqavs_accuracy("2", ["Two", "two", "three"]) == pytest.approx(2 / 3)
+    assert vqavs_accuracy("2", ["Two", "two", "three"]) == 0.0
+    assert vqavs_accuracy("two", ["Two", "two", "three"]) == pytest.approx(1 / 3)
 
 
 def test_vqavs_empty_answers_raises() -> None:
@@ -197,7 +198,7 @@ def _vqavs_example() -> tuple[list[str], list[list[str]], list[str], list[list[s
         ["yes"] * 10,  # k=10 -> 1
         ["yes"] * 8 + ["no"] * 2,  # k=2 -> 2/3
         ["dog"] * 10,  # k=0 -> 0
-        ["three"] + ["4"] * 9,  # "three" -> "3", k=1 -> 1/3
+        ["3"] + ["4"] * 9,  # k=1 -> 1/3 (VQA-VS matches exactly: "three" would give 0)
         ["blue"] * 3 + ["navy"] * 7,  # k=3 -> 1
     ]
     types = ["yes/no", "yes/no", "other", "number", "other"]

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from models.evaluate import evaluate_split
 from models.structure import prunable_groups
-from models.vqa_model import VQAModel, load_backbone, load_head
+from models.vqa_model import VQAModel, hf_name, load_backbone, load_head
 from pruning.export import load_masks, unpack_mask
 from search.cli import app
 from tests.conftest import Bench
@@ -98,7 +98,7 @@ def test_export_predicts_exactly_what_the_run_reported(
     for group in ("language", "visual", "cross"):
         pruned = 0
         for name in prunable_groups(model)[group]:
-            mask = unpack_mask(packed[name], shapes[name])
+            mask = unpack_mask(packed[hf_name(name)], shapes[name])
             assert torch.all(params[name][mask == 0] == 0), name
             pruned += int((mask == 0).sum())
         assert pruned == report[group]["pruned"], group

@@ -3,9 +3,10 @@
 Answer processing and the 10-choose-9 score follow the master branch of GT-Vision-Lab/VQA,
 ``PythonEvaluationTools/vqaEvaluation/vqaEval.py``: answers are whitespace-cleaned, and only when
 the human answers of a question are not all identical are the human answers and the prediction
-put through punctuation and digit/article processing. ``vqavs_accuracy`` is VQA-VS's min(1, k/3)
-score, and ``evaluate`` aggregates per-question scores into percent accuracies, including the nine
-VQA-VS OOD test sets and their groups.
+put through punctuation and digit/article processing. ``vqavs_accuracy`` is the score of VQA-VS's
+own evaluation script (min(1, k/3), exact string matching, no leave-one-out; facts and sources in
+its docstring), and ``evaluate`` aggregates per-question scores into percent accuracies, including
+the nine VQA-VS OOD test sets and their groups.
 """
 
 from __future__ import annotations
@@ -290,13 +291,35 @@ def vqa_accuracy(prediction: str, answers: list[str]) -> float:
 
 
 def vqavs_accuracy(prediction: str, answers: list[str]) -> float:
-    """VQA-VS accuracy in [0, 1]: min(1, k/3) for k human answers matching ``prediction``.
+    """VQA-VS accuracy in [0, 1]: min(1, k/3), k the number of ``answers`` equal to ``prediction``.
 
-    No leave-one-out; normalisation as in :func:`vqa_accuracy`. Raises ValueError if ``answers``
-    is empty.
+    As VQA-VS's own evaluation script scores, read in the authors' public code: ``get_scores`` in
+    ``new_comput_score.py`` (and the older ``comput_score.py``) of github.com/PhoebusSi/VQA-VS, the
+    same function as ``comput_vqavs_score.py`` of github.com/PhoebusSi/Compress-Robust-VQA (the
+    code of the paper this project follows, which scores its VQA-VS test predictions with it):
+
+    - k is the question's ``answer_count`` entry for the predicted answer string, i.e. how many
+      of its human answers are that string (``compute_target_for_testing`` in
+      ``Baseline_code/preprocess_text.py`` counts the raw ``answer`` fields of the annotation,
+      all ten of them); a prediction no human gave scores 0.
+    - the score is min(1, k/3): 1/3, 2/3, 1 for k = 1, 2, >= 3. No leave-one-out (the official
+      VQA tool's 10-choose-9 average gives 0.3, 0.6, 0.9, 1 for k = 1, 2, 3, >= 4).
+    - matching is exact string equality (case, whitespace and punctuation included): the script
+      normalises neither the prediction nor the human answers (the VQA-style normalisation in
+      ``preprocess_text.py`` is applied only to the training multiple-choice answers that make
+      the answer vocabulary, which the prediction is drawn from).
+    - the script also counts only human answers that are in its answer vocabulary
+      (``answers_word``); a prediction of a model over that vocabulary always is, so this function,
+      which does not know the vocabulary, does not check it.
+    - a split's score is the mean over its questions (the script rounds each split's percentage to
+      two decimals and takes OOD-mean over the rounded per-set values; :func:`evaluate` does not
+      round).
+
+    Raises ValueError if ``answers`` is empty.
     """
-    pred, humans = _prepare(prediction, answers)
-    matches = sum(1 for a in humans if a == pred)
+    if len(answers) == 0:
+        raise ValueError("answers must contain at least one human answer")
+    matches = sum(1 for a in answers if a == prediction)
     return min(1.0, matches / 3)
 
 
