@@ -358,7 +358,7 @@ def _flatten(data: object, prefix: str = "") -> dict[str, object]:
 def _shown(value: object) -> str:
     if value is _ABSENT:
         return "(absent)"
-    text = value if isinstance(value, str) and value else json.dumps(value)
+    text = value if isinstance(value, str) and value else json.dumps(value, default=str)
     return text if len(text) <= 60 else f"{text[:24]}...{text[-33:]}"
 
 

@@ -51,11 +51,12 @@ SOURCE_SEED = 100
 
 
 def sweep_config(config: RunConfig, name: str, budget: float, seed: int, trials: int,
-                 warm: list[str]) -> RunConfig:  # fmt: skip
+                 warm: list[str], how: str = "trials",
+                 top: int | None = None) -> RunConfig:  # fmt: skip
     search = config.search.model_copy(update={
         "name": name, "searcher": "gp", "scheduler": "fifo", "seed": seed, "num_samples": trials,
         "max_concurrent_trials": 2, "startup_trials": None, "budgets": None,
-        "warm_start": warm, "warm_start_as": "trials"})  # fmt: skip
+        "warm_start": warm, "warm_start_as": how, "warm_start_top": top})  # fmt: skip
     pruning = config.pruning.model_copy(update={"sparsity": budget})
     return config.model_copy(update={"search": search, "pruning": pruning})
 
@@ -91,12 +92,17 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--trials", type=int, default=12)
     parser.add_argument("--table-only", action="store_true")
+    parser.add_argument("--enqueue", type=int, metavar="K",
+                        help="also: warm sweeps that re-run the source's K best first "
+                        "(warm_start_as: enqueue), keyed enqueue<K>/seed<n>")  # fmt: skip
     args = parser.parse_args()
     out = args.out.resolve()
     path = out / "bench_warm_start.json"
     results: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
     if args.table_only:
         print(table(results, args.seeds))
+        if args.enqueue:
+            print(table(results, args.seeds, f"enqueue{args.enqueue}"))
         return
 
     config, _, stage1 = build_stage1(out / "base", seed=0, echo=lambda m: print(m, flush=True))
@@ -110,29 +116,35 @@ def main() -> None:
         results["source"] = summary(trials, trace)
         write_json(path, results)
     source_dir = str(out / "runs" / "source")
+    kinds = ["cold", "warm"] + ([f"enqueue{args.enqueue}"] if args.enqueue else [])
     for seed in args.seeds:
-        for kind in ("cold", "warm"):
+        for kind in kinds:
             key = f"{kind}/seed{seed}"
             if key in results:
                 continue
-            warm = [source_dir] if kind == "warm" else []
-            cfg = sweep_config(config, f"{kind}-seed{seed}", 0.5, seed, args.trials, warm)
+            warm = [] if kind == "cold" else [source_dir]
+            how = "enqueue" if kind.startswith("enqueue") else "trials"
+            cfg = sweep_config(config, f"{kind}-seed{seed}", 0.5, seed, args.trials, warm, how,
+                               args.enqueue if how == "enqueue" else None)  # fmt: skip
             trials, trace = run(cfg, out)
             results[key] = summary(trials, trace)
             write_json(path, results)
             print(f"{key}: best {results[key]['best_sel']:.2f} after {len(trace)} trial-epochs",
                   flush=True)  # fmt: skip
     print(table(results, args.seeds))
+    if args.enqueue:
+        print(table(results, args.seeds, f"enqueue{args.enqueue}"))
 
 
-def table(results: dict[str, Any], seeds: list[int]) -> str:
-    """Per seed: T, trial-epochs until T and until the common target, bests by budget."""
-    lines = ["| seed | T (cold's best) | cold: to T | warm: to T | common target | cold: to it "
-             "| warm: to it | best at 12/24/36/48, cold | warm | recommended test, cold | warm |",
-             "|---|" + "---|" * 10]  # fmt: skip
+def table(results: dict[str, Any], seeds: list[int], warm_kind: str = "warm") -> str:
+    """Per seed: T, trial-epochs until T and until the common target, bests by budget; cold
+    against the warm sweeps `warm_kind`."""
+    lines = [f"| seed | T (cold's best) | cold: to T | {warm_kind}: to T | common target | cold: "
+             f"to it | {warm_kind}: to it | best at 12/24/36/48, cold | {warm_kind} | recommended "
+             f"test, cold | {warm_kind} |", "|---|" + "---|" * 10]  # fmt: skip
     to_t, to_common = {"cold": [], "warm": []}, {"cold": [], "warm": []}
     for seed in seeds:
-        cold, warm = results.get(f"cold/seed{seed}"), results.get(f"warm/seed{seed}")
+        cold, warm = results.get(f"cold/seed{seed}"), results.get(f"{warm_kind}/seed{seed}")
         if cold is None or warm is None:
             continue
         target = cold["best_sel"]

@@ -141,9 +141,9 @@ def run_demo(out: Path, seed: int = 0, questions: int = 3000, overrides: list[st
 
     echo("[8/8] Pareto front by selection accuracy and weights kept (test accuracy beside)")
     objectives = [("sel_overall", "max"), ("remaining_params", "min")]
-    # The sweep's own report, replaced: a rerun of the demo, or a later `tickets pareto`, may
-    # replace it in turn.
-    _, text, paths = pareto_report(run_dir, objectives, color="sel_overall", overwrite=True,
+    # Written as the sweep's own report, which it replaces (and a rerun, or `tickets pareto`,
+    # may replace in turn); a report the user made with `tickets pareto` is left alone.
+    _, text, paths = pareto_report(run_dir, objectives, color="sel_overall",
                                    written_by=SWEEP_REPORT)  # fmt: skip
     echo("\n".join("      " + line for line in text.splitlines()))
     echo("")

@@ -137,7 +137,7 @@ def _f(x: float) -> str:
 def most_epochs(cfg: RunConfig) -> int:
     """The most epochs (stages 2 and 3) a trial of the sweep can run: with `epochs` among the
     searched hyperparameters, its largest value, else `pruning.epochs`."""
-    spec = cfg.search.hyperparameters.get("epochs")
+    spec = cfg.search.hyperparameters.get("epochs") if cfg.search.searcher != "grid" else None
     stage2 = cfg.pruning.epochs
     if spec is not None:
         stage2 = int(max(spec.values) if spec.type == "choice" else spec.high)
@@ -264,6 +264,62 @@ def format_plan(p: SweepPlan, name: str | None = None, address: str | None = Non
     return "\n".join(out)
 
 
+LOGGER_PACKAGES = {"tensorboard": "tensorboardX", "mlflow": "mlflow", "wandb": "wandb"}
+
+
+def check_loggers(cfg: RunConfig) -> None:
+    """An `InputError` naming the package to install for a logger of `search.loggers`."""
+    import importlib.util
+
+    for name in cfg.search.loggers:
+        package = LOGGER_PACKAGES.get(name)
+        if package and importlib.util.find_spec(package) is None:
+            raise InputError(f"search.loggers: {name} needs the {package} package: "
+                             f"pip install {package}")  # fmt: skip
+
+
+def check_warm_sources(cfg: RunConfig) -> list[str]:
+    """What a warm start will read, one line per earlier sweep; an `InputError` for a local one
+    that is not a sweep with finished trials (URIs are fetched when the sweep starts)."""
+    import pandas as pd
+
+    lines = []
+    for text in cfg.search.warm_start:
+        if "://" in text:
+            lines.append(f"  {text}: fetched when the sweep starts")
+            continue
+        run_dir = Path(text)
+        if not (run_dir / "tickets.yaml").is_file():
+            raise InputError(f"search.warm_start: {run_dir} is not a sweep run directory (no "
+                             "tickets.yaml)")  # fmt: skip
+        if not (run_dir / "trials.parquet").is_file():
+            raise InputError(f"search.warm_start: {run_dir} has no trials.parquet (no trial "
+                             "finished)")  # fmt: skip
+        trials = pd.read_parquet(run_dir / "trials.parquet", columns=["status"])
+        lines.append(f"  {run_dir}: {int((trials['status'] == 'finished').sum())} finished "
+                     f"trials, as {cfg.search.warm_start_as}")  # fmt: skip
+    return lines
+
+
+def check_before_writing(cfg: RunConfig, sizes: dict[str, int]) -> None:
+    """What `tickets search` checks before it writes anything: the loggers' packages and the
+    grid's plan (an infeasible or out-of-bounds grid is one line, not a half-made run)."""
+    check_loggers(cfg)
+    if cfg.search.searcher == "grid":
+        budget = sweep_budgets(cfg)[0][0]
+        bounds = (float(cfg.pruning.bounds[0]), float(cfg.pruning.bounds[1]))
+        try:
+            plan(sizes, budget, bounds, **cfg.search.grid.settings(budget, bounds))
+        except ValueError as e:
+            raise InputError(f"search.grid: {e}") from None
+
+
 def dry_run(cfg: RunConfig, name: str | None = None, address: str | None = None) -> str:
-    """:func:`plan_sweep` then :func:`format_plan`."""
-    return format_plan(plan_sweep(cfg), name, address)
+    """:func:`plan_sweep` then :func:`format_plan`, after the checks `tickets search` makes
+    before it writes anything; the warm-start sources listed."""
+    text = format_plan(plan_sweep(cfg), name, address)  # refuses a config without search:
+    check_loggers(cfg)
+    warm = check_warm_sources(cfg) if cfg.search.warm_start else []
+    if warm:
+        text += "\nwarm start:\n" + "\n".join(warm) + "\n"
+    return text

@@ -183,14 +183,15 @@ def trial_tables(
     return typed(pd.DataFrame(rows), TRIAL_COLUMNS), typed(pd.DataFrame(epoch_rows), EPOCH_COLUMNS)
 
 
-def linked(trials: pd.DataFrame, run_dir: Path) -> pd.DataFrame:
-    """`trials` with what the sweep's study adds: the Optuna `number` of trials the config does
-    not number (the grid's), the `warm_start` source of trials a warm start enqueued, and
-    first the rows of earlier trials a warm start added to the study (status `warm_start`)."""
+def linked(trials: pd.DataFrame, run_dir: Path, name: str) -> pd.DataFrame:
+    """`trials` with what the sweep's study (`name`: its search.name) adds: the Optuna `number`
+    of trials the config does not number (the grid's), the `warm_start` source of trials a warm
+    start enqueued, and first the rows of earlier trials a warm start added to the study
+    (status `warm_start`)."""
     from search.study import study_links
     from search.warm_start import WARM_FILE
 
-    links = study_links(run_dir)
+    links = study_links(run_dir, name)
     if links and not trials.empty:
         trials = trials.copy()
         number = trials["trial_id"].map(lambda t: links.get(t, {}).get("number"))
@@ -260,7 +261,7 @@ class ResultsCallback(tune.Callback):
         # The sweep's name is the directory's; where it is now may differ (see RUN_DIRS).
         run_dir = current_run_dir(self.run_dir)
         rows, epochs = trial_tables(trials, self.hyperparameters, self.extra, self.run_dir.name)
-        write_tables(run_dir, linked(rows, run_dir), epochs)
+        write_tables(run_dir, linked(rows, run_dir, self.run_dir.name), epochs)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._write(trials)

@@ -87,12 +87,16 @@ class GridConfig(BaseModel):
 
     def settings(self, budget: float, bounds: tuple[float, float]) -> dict[str, Any]:
         """Keyword arguments of `GridSearcher` and `grid_plan.plan` at overall sparsity
-        `budget`: the fields given, C.4's values for the others (its values within `bounds`)."""
+        `budget`. With no step, radius or values given: C.4's grid for the budget (at s = 0.9
+        its values within `bounds`), `fine_pass` deciding the fine pass if given; with any of
+        them given: that grid, the others at their defaults, a fine pass unless `fine_pass` is
+        false (a saved 20%/5% grid stays one, whatever the budget)."""
         from search.grid_plan import c4_settings
 
-        c4 = c4_settings(budget)  # {} (the defaults below), or s = 0.9's single pass
+        given = (self.coarse_step, self.coarse_values, self.fine_step, self.fine_radius)
+        c4 = {} if any(v is not None for v in given) else c4_settings(budget)
         values = self.coarse_values
-        if values is None and self.coarse_step is None and "coarse_values" in c4:
+        if values is None and "coarse_values" in c4:
             values = [v for v in c4["coarse_values"] if bounds[0] <= v <= bounds[1]] or None
         fine = "fine_step" not in c4 if self.fine_pass is None else self.fine_pass
         return {"coarse_step": self.coarse_step or c4.get("coarse_step", 0.2),
@@ -205,6 +209,11 @@ class SearchConfig(BaseModel):
                 raise ValueError("searcher 'grid' runs one budget at a time")
         if self.warm_start and self.searcher == "grid":
             raise ValueError("warm_start: the grid plans its own points; use an Optuna searcher")
+        if self.hyperparameters and self.searcher == "grid":
+            raise ValueError("hyperparameters: the grid searches the allocation only; set them "
+                             "in the pruning: block")  # fmt: skip
+        if len(set(self.warm_start)) != len(self.warm_start):
+            raise ValueError(f"warm_start: {self.warm_start} names one sweep twice")
         if len(set(self.loggers)) != len(self.loggers):
             raise ValueError(f"loggers: {self.loggers} names one twice")
         return self

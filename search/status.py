@@ -87,8 +87,8 @@ def status_text(run_dir: Path, top: int = 5) -> str:
     )
 
     metric, mode = cfg.search.metrics[0], cfg.search.modes[0]
-    if not trials.empty and metric in trials and trials[metric].notna().any():
-        ranked = trials.dropna(subset=[metric]).sort_values(metric, ascending=mode == "min")
+    if not own.empty and metric in own and own[metric].notna().any():
+        ranked = own.dropna(subset=[metric]).sort_values(metric, ascending=mode == "min")
         lines.append(f"best so far by {metric} ({mode}):")
         for _, row in ranked.head(top).iterrows():
             test = row.get("test_overall")

@@ -55,10 +55,17 @@ def directions(modes: Sequence[str]) -> list[str]:
     return ["minimize" if m == "min" else "maximize" for m in modes]
 
 
-def open_study(run_dir: Path, metrics: Sequence[str], modes: Sequence[str]) -> optuna.Study:
-    """The sweep's study, created if new, its objectives named after `metrics`."""
-    study = optuna.create_study(storage=StudyStorage(run_dir), study_name=Path(run_dir).name,
-                                directions=directions(modes), load_if_exists=True)  # fmt: skip
+def open_study(run_dir: Path, name: str, metrics: Sequence[str],
+               modes: Sequence[str]) -> optuna.Study:  # fmt: skip
+    """The study `name` (the sweep's `search.name`) in `run_dir/study.db`, created if new, its
+    objectives named after `metrics`."""
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # not a line per trial on the driver
+    try:
+        study = optuna.create_study(storage=StudyStorage(run_dir), study_name=name,
+                                    directions=directions(modes), load_if_exists=True)  # fmt: skip
+    finally:
+        optuna.logging.set_verbosity(level)
     if study.metric_names is None:
         with warnings.catch_warnings():  # experimental since Optuna 3.2, still in 5
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -174,17 +181,20 @@ class GridStudyRecorder(tune.Callback):
     def __init__(self, run_dir: Path, sizes: Mapping[str, int], bounds: tuple[float, float],
                  metrics: Sequence[str], modes: Sequence[str]) -> None:  # fmt: skip
         self.run_dir = Path(run_dir)
+        self.name = self.run_dir.name  # the sweep's name: where it is started, its directory's
         self.sizes = dict(sizes)
         self.bounds = (float(bounds[0]), float(bounds[1]))
         self.metrics, self.modes = list(metrics), list(modes)
 
     def _study(self) -> optuna.Study:
         # The sweep where it is now (RUN_DIRS): a resume of a copied or fetched sweep.
-        return open_study(current_run_dir(self.run_dir), self.metrics, self.modes)
+        return open_study(current_run_dir(self.run_dir), self.name, self.metrics, self.modes)
 
     def _record(self, trial: Any, failed: bool) -> None:
         study = self._study()
+        # Recorded once; a failed trial that a resume retried is recorded again when it ends.
         if any(t.user_attrs.get("trial_id") == trial.trial_id
+               and t.state != optuna.trial.TrialState.FAIL
                for t in study.get_trials(deepcopy=False)):  # fmt: skip
             return
         config, result = trial.config or {}, trial.last_result or {}
@@ -223,16 +233,16 @@ class GridStudyRecorder(tune.Callback):
         self._record(trial, failed=True)
 
 
-def study_links(run_dir: Path) -> dict[str, dict[str, Any]]:
-    """Ray trial id -> {`number`, `warm_start`} from the sweep's study (empty when it has none):
+def study_links(run_dir: Path, name: str) -> dict[str, dict[str, Any]]:
+    """Ray trial id -> {`number`, `warm_start`} from the study `name` of the sweep in `run_dir`
+    (empty when it has none); a trial recorded twice (failed, then retried) maps to its last:
     what trials.parquet takes from the study for trials Tune's config does not number (the
     grid's) and for trials a warm start enqueued."""
     path = Path(run_dir) / STUDY_FILE
     if not path.is_file():
         return {}
     try:
-        study = optuna.load_study(study_name=Path(run_dir).name,
-                                  storage=f"sqlite:///{path}")  # fmt: skip
+        study = optuna.load_study(study_name=name, storage=f"sqlite:///{path}")
     except (KeyError, ValueError):  # no study of this name
         return {}
     links = {}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
+import math
 import os
 import socket
 import sys
@@ -24,6 +25,7 @@ import optuna
 import pandas as pd
 import pyarrow.fs
 import ray
+import yaml
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter, SearchGenerator
@@ -41,11 +43,11 @@ from search.driver import (
     mark_running,
     outcome,
 )
-from search.dry_run import model_sizes, most_epochs, sweep_budgets
-from search.pareto import pareto_report
+from search.dry_run import check_before_writing, model_sizes, most_epochs, sweep_budgets
+from search.pareto import SWEEP_REPORT, pareto_report
 from search.progress import EpochLines
 from search.remote import RunFilesUpload, check_storage, is_uri, upload_run_files
-from search.results import ResultsCallback, linked, trial_tables, write_tables
+from search.results import TRIAL_COLUMNS, ResultsCallback, linked, trial_tables, write_tables
 from search.space import make_space, startup_trials, uniform_points
 from search.study import (  # noqa: F401  (StudyStorage, AllocationSearch: old sweeps' pickles)
     STUDY_FILE,
@@ -64,7 +66,6 @@ from vqa.errors import InputError
 warnings.filterwarnings("ignore", message="Define-by-run function passed in the `space`")
 
 CONFIG_FILE = "tickets.yaml"
-LOGGER_PACKAGES = {"tensorboard": "tensorboardX", "mlflow": "mlflow", "wandb": "wandb"}
 
 
 def _budgets(cfg: RunConfig) -> list[float]:
@@ -96,7 +97,7 @@ def build_searcher(cfg: RunConfig, sizes: dict[str, int], run_dir: Path,
     storage = StudyStorage(run_dir)
     points = uniform_points(sizes, budgets, bounds)
     if warm:  # a uniform point among them is told (trials) or evaluated (enqueue) already
-        points = [p for p in points if not any(_same_point(p, w.params) for w in warm)]
+        points = [p for p in points if not any(_same_point(p, w) for w in warm)]
     return AllocationSearch(
         space=make_space(sizes, budgets, bounds, hps),
         metric=metric,
@@ -108,30 +109,25 @@ def build_searcher(cfg: RunConfig, sizes: dict[str, int], run_dir: Path,
     )
 
 
-def _same_point(point: dict[str, Any], params: dict[str, Any], tol: float = 1e-6) -> bool:
-    """Whether a uniform point and a warm-start trial's parameters are one allocation."""
+def _same_point(point: dict[str, Any], warm: WarmPoint, tol: float = 1e-6) -> bool:
+    """Whether a uniform point is a warm-start point of the same budget (the earlier sweep's
+    uniform trial): an allocation mapped from another budget does not stand for this one's."""
+    params = warm.params
+    if not math.isclose(float(warm.row["s_overall"]), warm.allocation["sparsity"], abs_tol=1e-9):
+        return False
     return all(abs(float(point[k]) - float(params.get(k, float("nan")))) <= tol
                for k in ("u_language", "u_visual")) and point.get("sparsity") == params.get(
         "sparsity")  # fmt: skip
 
 
-def check_loggers(cfg: RunConfig) -> None:
-    """An `InputError` naming the package to install for a logger of `search.loggers`."""
-    for name in cfg.search.loggers:
-        package = LOGGER_PACKAGES.get(name)
-        if package and importlib.util.find_spec(package) is None:
-            raise InputError(f"search.loggers: {name} needs the {package} package: "
-                             f"pip install {package}")  # fmt: skip
-
-
 def logger_callbacks(cfg: RunConfig) -> list[Any]:
-    """Ray Tune's logger callbacks of `search.loggers` (Tune's automatic ones are off, see
-    `init_ray`, so the list is exactly what the config names)."""
+    """Ray Tune's logger callbacks of `search.loggers`, and `json` always: Ray's
+    ExperimentAnalysis and ResultGrid read each trial's result.json (Tune's automatic loggers
+    are off for the sweeps this makes, see `_auto_loggers`)."""
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
-    check_loggers(cfg)
     out: list[Any] = []
-    for name in cfg.search.loggers:
+    for name in dict.fromkeys(["json", *cfg.search.loggers]):
         if name == "csv":
             out.append(CSVLoggerCallback())
         elif name == "json":
@@ -204,8 +200,6 @@ def init_ray(cfg: RunConfig, address: str | None) -> None:
     # num_to_keep=1 forces a snapshot after every checkpoint, which is what a resume wants;
     # Tune would warn about it on every epoch.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    # The logger callbacks are the config's (`search.loggers`), also on a resume.
-    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
@@ -218,6 +212,13 @@ def init_ray(cfg: RunConfig, address: str | None) -> None:
         # "local": always a new runtime, never a stale one found in /tmp/ray.
         ray.init(address="local", include_dashboard=cfg.search.dashboard,
                  dashboard_host=cfg.search.dashboard_host, log_to_driver=False)  # fmt: skip
+
+
+def _auto_loggers(own: bool) -> None:
+    """Tune's automatic logger callbacks (csv, json, tensorboard) off for a sweep whose
+    callbacks include the loggers of `search.loggers` (`own`), on for one started before that
+    setting existed, whose saved callbacks hold none: a resume of it keeps Tune's loggers."""
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1" if own else "0"
 
 
 def _storage(cfg: RunConfig) -> tuple[str, Path]:
@@ -257,7 +258,7 @@ def run_search(cfg: RunConfig, name: str | None, address: str | None,
     for b in _budgets(cfg):
         cfg.pruning.model_copy(update={"sparsity": b, "language": None, "visual": None,
                                        "cross": None}).sparsities(sizes)  # fmt: skip
-    check_loggers(cfg)
+    check_before_writing(cfg, sizes)  # loggers, the grid's plan
     warm, notes = warm_points(cfg, sizes, _budgets(cfg)) if cfg.search.warm_start else ([], [])
     if is_uri(storage):
         check_storage(storage, name)  # before anything is written, as the cluster below
@@ -268,18 +269,21 @@ def run_search(cfg: RunConfig, name: str | None, address: str | None,
     RUN_DIRS[name] = run_dir
     search = cfg.search
     if search.searcher != "grid":
-        study = open_study(run_dir, search.metrics, search.modes)
+        study = open_study(run_dir, name, search.metrics, search.modes)
         if warm:
             hps = {k: v.model_dump() for k, v in search.hyperparameters.items()}
             numbers = seed_study(study, warm, search.warm_start_as, _budgets(cfg), hps)
             if search.warm_start_as == "trials":
                 with atomic_path(run_dir / WARM_FILE) as tmp:
-                    warm_rows(warm, numbers, name).to_parquet(tmp, index=False)
+                    keep = [*TRIAL_COLUMNS, *(f"hp_{h}" for h in search.hyperparameters),
+                            *search.metrics]  # fmt: skip
+                    warm_rows(warm, numbers, name, keep).to_parquet(tmp, index=False)
         for line in notes:
             echo(line)
     if is_uri(storage):
         upload_run_files(storage, name, run_dir)
     os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = str(cfg.search.snapshot_s)
+    _auto_loggers(own=True)
     searcher = build_searcher(cfg, sizes, run_dir, warm)
     # The grid ends the sweep itself (Searcher.FINISHED); num_samples only has to be large enough.
     num_samples = searcher.max_trials() if search.searcher == "grid" else search.num_samples
@@ -511,6 +515,9 @@ def resume_search(run_dir: Path, address: str | None, echo: Callable[[str], None
             + ", ".join(failed)
         )
     init_ray(cfg, address)
+    # A sweep saved before `search.loggers` existed has no `loggers` in its tickets.yaml.
+    saved = yaml.safe_load((run_dir / CONFIG_FILE).read_text()) or {}
+    _auto_loggers(own="loggers" in (saved.get("search") or {}))
     RUN_DIRS[cfg.search.name] = Path(run_dir).resolve()
     os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = str(cfg.search.snapshot_s)
     tuner = tune.Tuner.restore(experiment, trainable=_trainable(cfg), resume_unfinished=True,
@@ -550,7 +557,8 @@ def sweep_tables(run_dir: Path) -> tuple[Any, Any]:
     trials, epochs = trial_tables(
         analysis.trials, list(cfg.search.hyperparameters), extra, cfg.search.name
     )
-    trials, epochs = keep_terminal_rows(run_dir, linked(trials, run_dir), epochs)
+    trials = linked(trials, run_dir, cfg.search.name)
+    trials, epochs = keep_terminal_rows(run_dir, trials, epochs)
     return mark_interrupted_trials(trials, run_dir), epochs
 
 
@@ -604,8 +612,8 @@ def _finish(cfg: RunConfig, run_dir: Path, storage: str, echo: Callable[[str], N
     objectives += [("remaining_params", "min")] if objectives[0][0] != "remaining_params" else [
         ("sel_overall", "max")]  # fmt: skip
     try:
-        _, _, paths = pareto_report(run_dir, objectives, overwrite=True,
-                                    written_by="tickets search")  # fmt: skip
+        # Replaces its own earlier report (a resume's), never a `tickets pareto` one.
+        _, _, paths = pareto_report(run_dir, objectives, written_by=SWEEP_REPORT)
         echo("plots: " + ", ".join(str(p) for p in paths if p.suffix == ".png"))
     except InputError as e:  # e.g. no trial finished: the sweep's results still stand
         echo(f"no plots: {e}")

@@ -2,9 +2,11 @@
 
 Each finished trial of an earlier sweep (the same budget, another budget, another dataset) is
 mapped into the new space by its sparsities: at a budget the new sweep searches, its allocation
-as it was; at another, every group's sparsity scaled by s_new / s_old (eq. 10 holds exactly:
-the shares of pruned weights stay those of the earlier trial), clamped into the feasible
-intervals. `search.warm_start_as` says how the study takes it:
+as it was; at a lower one, every group's pruned fraction scaled by s_new / s_old (the shares of
+pruned weights stay the earlier trial's), at a higher one every group's kept fraction by
+(1 - s_new) / (1 - s_old) (the shares of kept weights stay); eq. 10 holds exactly either way.
+What then leaves the feasible intervals is clamped into them (the note says how many).
+`search.warm_start_as` says how the study takes it:
 
 - `trials`: as a completed trial with the earlier sweep's metric values (no re-run). The
   values are taken as comparable: right for the same data at the same budget, a ranking prior
@@ -94,43 +96,91 @@ def _clamp(value: float, lo: float, hi: float) -> float:
     return min(hi, max(lo, value))
 
 
-def map_allocation(row: Mapping[str, Any], budgets: Sequence[float], sizes: Mapping[str, int],
-                   bounds: tuple[float, float]) -> tuple[float, dict[str, float]]:  # fmt: skip
-    """(the new budget, the unit coordinates) of an earlier trial's allocation: its own budget
-    if searched, else the nearest, with the sparsities scaled to it (see the module)."""
+def map_allocation(
+    row: Mapping[str, Any], budgets: Sequence[float], sizes: Mapping[str, int],
+    bounds: tuple[float, float],
+) -> tuple[float, dict[str, float], bool]:  # fmt: skip
+    """(the new budget, the unit coordinates, whether clamping changed the scaled allocation)
+    of an earlier trial: its own budget if searched, else the nearest, with the fraction that
+    shrinks scaled (see the module)."""
     s_old = float(row["s_overall"])
     same = [b for b in budgets if math.isclose(b, s_old, abs_tol=1e-9)]
     target = same[0] if same else min(budgets, key=lambda b: (abs(b - s_old), b))
-    factor = target / s_old if s_old > 0 else 0.0
-    language = float(row["s_language"]) * factor if s_old > 0 else target
-    visual = float(row["s_visual"]) * factor if s_old > 0 else target
-    language = _clamp(language, *feasible_interval(target, sizes, "language", bounds=bounds))
+    old = {g: float(row[f"s_{g}"]) for g in ("language", "visual")}
+    if same:
+        scaled = old
+    elif target < s_old:  # the pruned fractions shrink, each by s_new / s_old
+        scaled = {g: v * target / s_old for g, v in old.items()}
+    else:  # the kept fractions shrink, each by (1 - s_new) / (1 - s_old)
+        scaled = {g: 1 - (1 - v) * (1 - target) / (1 - s_old) for g, v in old.items()}
+    language = _clamp(scaled["language"], *feasible_interval(target, sizes, "language",
+                                                             bounds=bounds))  # fmt: skip
     lo, hi = feasible_interval(target, sizes, "visual", fixed={"language": language},
                               bounds=bounds)  # fmt: skip
-    return target, unit_coordinates(target, sizes, language, _clamp(visual, lo, hi), bounds)
+    visual = _clamp(scaled["visual"], lo, hi)
+    clamped = abs(language - scaled["language"]) > 1e-9 or abs(visual - scaled["visual"]) > 1e-9
+    return target, unit_coordinates(target, sizes, language, visual, bounds), clamped
+
+
+def _told(
+    metric: str,
+    row: Mapping[str, Any],
+    triple: Mapping[str, float],
+    sizes: Mapping[str, int],
+    target: float,
+) -> float:
+    """The value a completed warm-start trial is told for `metric`: the earlier trial's, except
+    for what follows from the allocation (weights kept, realised sparsities), computed for the
+    mapped one."""
+    groups = ("language", "visual", "cross")
+    if metric == "remaining_params":
+        return float(round(sum((1 - triple[g]) * sizes[g] for g in groups)))
+    if metric == "realised_overall":
+        return float(target)
+    if metric.startswith("realised_") and metric.removeprefix("realised_") in groups:
+        return float(triple[metric.removeprefix("realised_")])
+    return float(row[metric])
+
+
+def _rank_key(search_metric: str, search_mode: str, source_cfg: RunConfig):
+    """Sort key of an earlier trial's row: by this sweep's first metric, or where the earlier
+    sweep lacks it (another dataset), by that sweep's own first metric."""
+    own_metric, own_mode = source_cfg.search.metrics[0], source_cfg.search.modes[0]
+
+    def key(row: Mapping[str, Any]) -> float:
+        for metric, mode in ((search_metric, search_mode), (own_metric, own_mode)):
+            value = row.get(metric)
+            if isinstance(value, int | float) and math.isfinite(value):
+                return -float(value) if mode == "max" else float(value)
+        return math.inf
+
+    return key
 
 
 def warm_points(cfg: RunConfig, sizes: Mapping[str, int],
                 budgets: Sequence[float]) -> tuple[list[WarmPoint], list[str]]:  # fmt: skip
-    """The earlier sweeps' finished trials of `search.warm_start`, mapped (best first by the
-    new sweep's first metric, at most `search.warm_start_top`), and one note per source."""
+    """The earlier sweeps' finished trials of `search.warm_start`, mapped (best first, at most
+    `search.warm_start_top`), and the lines that say what was taken and how."""
     search = cfg.search
     bounds = (float(cfg.pruning.bounds[0]), float(cfg.pruning.bounds[1]))
     hps = {k: v.model_dump() for k, v in search.hyperparameters.items()}
     as_trials = search.warm_start_as == "trials"
-    points: list[WarmPoint] = []
+    points: list[tuple[float, WarmPoint]] = []
     notes: list[str] = []
     for text in search.warm_start:
         run_dir = local_run_dir(text)  # a URI's run files are fetched
         source_cfg = _source_config(run_dir)
         trials = _finished(run_dir)
         if as_trials:
-            missing = [m for m in search.metrics if m not in trials.columns]
+            derived = ("remaining_params", "realised_")
+            missing = [m for m in search.metrics
+                       if m not in trials.columns and not m.startswith(derived)]  # fmt: skip
             if missing:
                 raise InputError(f"search.warm_start: {run_dir}/trials.parquet has no column "
                                  f"{missing[0]!r} (this sweep's metric)")  # fmt: skip
         source_pruning = source_cfg.pruning.model_dump(mode="json") if source_cfg.pruning else {}
-        skipped = 0
+        rank = _rank_key(search.metrics[0], search.modes[0], source_cfg)
+        skipped = clamped = 0
         for row in trials.to_dict("records"):
             params: dict[str, Any] = {}
             for name, spec in hps.items():
@@ -141,19 +191,22 @@ def warm_points(cfg: RunConfig, sizes: Mapping[str, int],
                     break
                 params[name] = int(value) if spec["type"] == "int" else value
             else:
-                values = [float(row[m]) for m in search.metrics] if as_trials else None
-                if values is not None and not all(math.isfinite(v) for v in values):
-                    skipped += 1
-                    continue
-                target, units = map_allocation(row, budgets, sizes, bounds)
+                target, units, was_clamped = map_allocation(row, budgets, sizes, bounds)
+                triple = allocation(target, sizes, units["u_language"], units["u_visual"],
+                                    bounds)  # fmt: skip
+                values = None
+                if as_trials:
+                    values = [_told(m, row, triple, sizes, target) for m in search.metrics]
+                    if not all(math.isfinite(v) for v in values):
+                        skipped += 1
+                        continue
+                clamped += was_clamped
                 params.update(units)
                 if len(budgets) > 1:
                     params["sparsity"] = target
-                triple = allocation(target, sizes, units["u_language"], units["u_visual"],
-                                    bounds)  # fmt: skip
                 source = f"{run_dir.resolve()}#{row['trial_id']}"
-                points.append(WarmPoint(source, params, {"sparsity": target, **triple}, values,
-                                        row))  # fmt: skip
+                point = WarmPoint(source, params, {"sparsity": target, **triple}, values, row)
+                points.append((rank(row), point))
                 continue
             skipped += 1
         used = len(trials) - skipped
@@ -161,20 +214,21 @@ def warm_points(cfg: RunConfig, sizes: Mapping[str, int],
         source_budgets = sorted({round(float(s), 6) for s in trials["s_overall"].dropna()})
         notes.append(f"warm start: {used} finished trials of {run_dir} (dataset "
                      f"{source_cfg.data.dataset}, s {source_budgets}) as {what}"
+                     + (f"; {clamped} clamped into the feasible region" if clamped else "")
                      + (f"; {skipped} skipped (a hyperparameter outside this sweep's range "
                         "or a missing value)" if skipped else ""))  # fmt: skip
-    metric, mode = search.metrics[0], search.modes[0]
-
-    def rank(p: WarmPoint) -> float:
-        value = p.row.get(metric)
-        if not isinstance(value, int | float) or not math.isfinite(value):
-            return math.inf
-        return -value if mode == "max" else value
-
-    points.sort(key=rank)
+        other = [b for b in source_budgets if not any(math.isclose(b, t) for t in budgets)]
+        if as_trials and (other or source_cfg.data.dataset != cfg.data.dataset):
+            notes.append(
+                "warm start: values measured at another budget or on another dataset are told as "
+                "this sweep's (search.warm_start_as: trials); across budgets that was slower "
+                "than a cold start on the synthetic benchmark (docs/BENCHMARKS.md)"
+            )
+    points.sort(key=lambda item: item[0])
+    chosen = [p for _, p in points]
     if search.warm_start_top is not None:
-        points = points[: search.warm_start_top]
-    return points, notes
+        chosen = chosen[: search.warm_start_top]
+    return chosen, notes
 
 
 def seed_study(
@@ -200,12 +254,15 @@ def seed_study(
     return numbers
 
 
-def warm_rows(points: Sequence[WarmPoint], numbers: Sequence[int], sweep: str) -> pd.DataFrame:
+def warm_rows(points: Sequence[WarmPoint], numbers: Sequence[int], sweep: str,
+              keep: Sequence[str]) -> pd.DataFrame:  # fmt: skip
     """The rows trials.parquet shows for warm-start trials added as completed trials: the
-    earlier trial's row as it was measured, status `warm_start`, this study's `number`."""
+    earlier trial's row as it was measured (only the columns `keep`, those every row of this
+    sweep has, and its metrics), status `warm_start`, this study's `number`."""
     rows = []
     for p, number in zip(points, numbers, strict=True):
-        rows.append({**p.row, "trial_id": f"{p.row.get('sweep') or 'warm'}:{p.row['trial_id']}",
+        row = {k: v for k, v in p.row.items() if k in keep}
+        rows.append({**row, "trial_id": f"{p.row.get('sweep') or 'warm'}:{p.row['trial_id']}",
                      "sweep": sweep, "number": number, "status": WARM_STATUS,
                      SOURCE_ATTR: p.source})  # fmt: skip
     return pd.DataFrame(rows)

@@ -158,14 +158,16 @@ def test_warm_start_adds_earlier_trials_mapped_to_the_new_budget(
         assert sum(t.user_attrs[f"s_{g}"] * sizes[g] for g in GROUPS) / total == pytest.approx(
             0.6, abs=1e-9
         )
-        for g in GROUPS:  # scaled by 0.6 / 0.5 where that stays feasible
-            scaled = earlier.loc[source_id, f"s_{g}"] * 1.2
+        for g in GROUPS:  # kept fractions scaled by 0.4 / 0.5 where that stays feasible
+            scaled = 1 - (1 - earlier.loc[source_id, f"s_{g}"]) * 0.8
             if scaled <= 0.99:
                 assert t.user_attrs[f"s_{g}"] == pytest.approx(scaled, abs=1e-6)
         assert t.params["lr"] == pytest.approx(earlier.loc[source_id, "hp_lr"])
-    # The earlier uniform point maps onto this budget's: it is not evaluated again.
-    uniform = (own[[f"s_{g}" for g in GROUPS]] - 0.6).abs().max(axis=1) < 1e-9
-    assert not uniform.any()
+    # An allocation mapped from s = 0.5 does not stand for s = 0.6's uniform one: this sweep
+    # measures its own, first.
+    first = own.sort_values("number").iloc[0]
+    assert [first[f"s_{g}"] for g in GROUPS] == pytest.approx([0.6] * 3, abs=1e-9)
+    assert "values measured at another budget or on another dataset are told" in done.stdout
     assert sorted(study.trials_dataframe()["user_attrs_trial_id"].dropna()) == sorted(
         own["trial_id"]
     )
@@ -196,7 +198,7 @@ def test_warm_start_enqueue_reruns_the_best_earlier_allocation_first_with_logger
     best = earlier.loc[earlier["sel_overall"].idxmax()]
     config = sweep_config(tiny_bench, tiny_stage1, tmp_path, num_samples=2, warm_start=[
         str(source)], warm_start_as="enqueue", warm_start_top=1, max_concurrent_trials=1,
-        loggers=["csv", "tensorboard"])  # fmt: skip
+        loggers=["tensorboard"])  # fmt: skip
     done = tickets("search", str(config))
     assert done.returncode == 0, done.stderr[-3000:]
     run_dir = tmp_path / "runs" / "sweep"
@@ -211,11 +213,13 @@ def test_warm_start_enqueue_reruns_the_best_earlier_allocation_first_with_logger
     if not all(abs(best[f"s_{g}"] - 0.5) < 1e-9 for g in GROUPS):  # else it is not run twice
         # then the uniform allocation, as in a cold sweep
         assert [second[f"s_{g}"] for g in GROUPS] == pytest.approx([0.5] * 3, abs=1e-9)
-    # Exactly the configured loggers: progress.csv and event files, no result.json.
+    # The configured loggers, and json always (Ray's analysis reads it): event files and
+    # result.json, no progress.csv.
     for trial_id in trials["trial_id"]:
         files = {p.name for p in (run_dir / f"trial_{trial_id}").iterdir()}
-        assert "progress.csv" in files and "result.json" not in files
+        assert "result.json" in files and "progress.csv" not in files
         assert any(name.startswith("events.out.tfevents") for name in files)
+    assert "Failed to fetch metrics" not in tickets("results", str(run_dir)).stderr
 
 
 def test_a_missing_logger_package_or_warm_start_source_is_one_line_and_writes_nothing(
@@ -231,4 +235,53 @@ def test_a_missing_logger_package_or_warm_start_source_is_one_line_and_writes_no
     assert done.returncode == 2
     assert done.stderr.strip() == (f"error: search.warm_start: {tmp_path / 'nosuch'} is not a "
                                    "sweep run directory (no tickets.yaml)")  # fmt: skip
+    grid = ["search.searcher=grid", "search.grid.coarse_values=[0.995]"]
+    done = tickets("search", str(config), *grid)
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+        "error: search.grid: coarse_values [0.995] lie outside bounds (0.0, 0.99)"
+    ]
+    hps = "search.hyperparameters={lr: {type: uniform, low: 0.01, high: 0.1}}"
+    done = tickets("search", str(config), "search.searcher=grid", hps)
+    assert done.returncode == 2 and "the grid searches the allocation only" in done.stderr
+    for bad in ("search.loggers=[mlflow]", f"search.warm_start=[{tmp_path / 'nosuch'}]"):
+        done = tickets("search", str(config), "--dry-run", bad)  # the dry run refuses it too
+        assert done.returncode == 2 and done.stderr.startswith("error: search."), done.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_warm_start_scales_what_shrinks_and_keeps_eq_10() -> None:
+    from search.space import allocation
+    from search.warm_start import map_allocation
+
+    sizes = {"language": 40_000, "visual": 20_000, "cross": 40_000}
+    total = sum(sizes.values())
+    row = {"s_overall": 0.5, "s_language": 0.8, "s_visual": 0.1, "s_cross": 0.4}
+    row["s_cross"] = (0.5 * total - 0.8 * 40_000 - 0.1 * 20_000) / 40_000
+    for target, expected in (
+        (0.25, {"language": 0.4, "visual": 0.05}),  # pruned x 0.5
+        (0.75, {"language": 0.9, "visual": 0.55}),
+    ):  # kept x 0.5
+        s, units, clamped = map_allocation(row, [target], sizes, (0.0, 0.99))
+        triple = allocation(s, sizes, units["u_language"], units["u_visual"], (0.0, 0.99))
+        assert s == target and not clamped
+        assert triple["language"] == pytest.approx(expected["language"])
+        assert triple["visual"] == pytest.approx(expected["visual"])
+        assert sum(triple[g] * sizes[g] for g in sizes) / total == pytest.approx(target)
+    # The same budget: the allocation as it was.
+    s, units, _ = map_allocation(row, [0.5, 0.7], sizes, (0.0, 0.99))
+    assert s == 0.5
+    assert allocation(0.5, sizes, units["u_language"], units["u_visual"],
+                      (0.0, 0.99))["language"] == pytest.approx(0.8)  # fmt: skip
+
+
+def test_a_saved_grid_keeps_its_passes_and_c4_applies_only_when_none_is_given() -> None:
+    from search.schema import GridConfig
+
+    bounds = (0.0, 0.99)
+    c4 = GridConfig().settings(0.9, bounds)
+    assert c4["coarse_values"][0] == 0.8 and c4["coarse_values"][-1] == 0.98
+    assert c4["fine_step"] is None
+    saved = GridConfig(coarse_step=0.2, fine_step=0.05).settings(0.9, bounds)  # an old tickets.yaml
+    assert saved["coarse_values"] is None and saved["fine_step"] == 0.05
+    assert GridConfig().settings(0.7, bounds)["fine_step"] == 0.05
+    assert GridConfig(fine_pass=False).settings(0.7, bounds)["fine_step"] is None

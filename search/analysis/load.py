@@ -37,8 +37,9 @@ class Sweep:
     @property
     def finished(self) -> pd.DataFrame:
         """The trials that ran to their last epoch (what Pareto fronts are made of)."""
-        keep = (self.trials["status"] == "finished") & ~self.trials["early_stopped"].fillna(False)
-        return self.trials[keep.astype(bool)].reset_index(drop=True)
+        stopped = self.trials["early_stopped"].astype("boolean").fillna(False).astype(bool)
+        keep = (self.trials["status"] == "finished").fillna(False).astype(bool) & ~stopped
+        return self.trials[keep].reset_index(drop=True)
 
 
 def _as_read(df: pd.DataFrame, fixed: dict) -> pd.DataFrame:
