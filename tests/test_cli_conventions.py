@@ -114,7 +114,8 @@ def test_an_unknown_config_field_suggests_the_closest(tmp_path: Path) -> None:
     [
         ({"modle": {}}, "modle: unknown field (did you mean 'model'?)"),
         ({"search": {"grid": {"coarse_stp": 0.1}}},
-         "search.grid.coarse_stp: unknown field (did you mean 'coarse_step'?)"),
+         "search.grid.coarse_stp: unknown field (did you mean 'coarse_step' or "
+         "'coarse_values'?)"),
         ({"search": {"hyperparameters": {"lr": {"type": "uniform", "lw": 0, "high": 1}}}},
          "search.hyperparameters.lr.lw: unknown field (did you mean 'low'?)"),
         ({"pruning": {"output_dir": "p", "sparsity": 0.5, "loss": {"lpf_gama": 2}}},
