@@ -281,23 +281,16 @@ def check_loggers(cfg: RunConfig) -> None:
 def check_warm_sources(cfg: RunConfig) -> list[str]:
     """What a warm start will read, one line per earlier sweep; an `InputError` for a local one
     that is not a sweep with finished trials (URIs are fetched when the sweep starts)."""
-    import pandas as pd
+    from search.warm_start import read_source
 
     lines = []
     for text in cfg.search.warm_start:
         if "://" in text:
             lines.append(f"  {text}: fetched when the sweep starts")
             continue
-        run_dir = Path(text)
-        if not (run_dir / "tickets.yaml").is_file():
-            raise InputError(f"search.warm_start: {run_dir} is not a sweep run directory (no "
-                             "tickets.yaml)")  # fmt: skip
-        if not (run_dir / "trials.parquet").is_file():
-            raise InputError(f"search.warm_start: {run_dir} has no trials.parquet (no trial "
-                             "finished)")  # fmt: skip
-        trials = pd.read_parquet(run_dir / "trials.parquet", columns=["status"])
-        lines.append(f"  {run_dir}: {int((trials['status'] == 'finished').sum())} finished "
-                     f"trials, as {cfg.search.warm_start_as}")  # fmt: skip
+        _, finished = read_source(Path(text))
+        lines.append(f"  {text}: {len(finished)} finished trials, as "
+                     f"{cfg.search.warm_start_as}")  # fmt: skip
     return lines
 
 

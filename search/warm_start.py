@@ -28,7 +28,6 @@ import pandas as pd
 
 from pruning.budget import feasible_interval
 from search.config import RunConfig, load_config
-from search.remote import local_run_dir
 from search.space import allocation, distributions, unit_coordinates
 from vqa.errors import InputError
 
@@ -49,15 +48,15 @@ class WarmPoint:
     row: dict[str, Any] = field(repr=False)
 
 
-def _source_config(run_dir: Path) -> RunConfig:
+def read_source(run_dir: Path) -> tuple[RunConfig, pd.DataFrame]:
+    """An earlier sweep's saved config and its trials that ran to their last epoch; an
+    `InputError` naming `search.warm_start` when `run_dir` is not a sweep with trials.parquet.
+    Imports no Ray (the dry run calls it)."""
     path = run_dir / "tickets.yaml"
     if not path.is_file():
         raise InputError(f"search.warm_start: {run_dir} is not a sweep run directory (no "
                          "tickets.yaml)")  # fmt: skip
-    return load_config(path)
-
-
-def _finished(run_dir: Path) -> pd.DataFrame:
+    cfg = load_config(path)
     path = run_dir / "trials.parquet"
     if not path.is_file():
         raise InputError(f"search.warm_start: {run_dir} has no trials.parquet (no trial finished)")
@@ -68,7 +67,7 @@ def _finished(run_dir: Path) -> pd.DataFrame:
     keep = trials["status"] == "finished"
     if "early_stopped" in trials:
         keep &= ~trials["early_stopped"].fillna(False).astype(bool)
-    return trials[keep.fillna(False).to_numpy(dtype=bool)].reset_index(drop=True)
+    return cfg, trials[keep.fillna(False).to_numpy(dtype=bool)].reset_index(drop=True)
 
 
 def _nested(block: Mapping[str, Any], dotted: str) -> Any:
@@ -161,6 +160,8 @@ def warm_points(cfg: RunConfig, sizes: Mapping[str, int],
                 budgets: Sequence[float]) -> tuple[list[WarmPoint], list[str]]:  # fmt: skip
     """The earlier sweeps' finished trials of `search.warm_start`, mapped (best first, at most
     `search.warm_start_top`), and the lines that say what was taken and how."""
+    from search.remote import local_run_dir  # Ray: only when a sweep starts
+
     search = cfg.search
     bounds = (float(cfg.pruning.bounds[0]), float(cfg.pruning.bounds[1]))
     hps = {k: v.model_dump() for k, v in search.hyperparameters.items()}
@@ -169,8 +170,7 @@ def warm_points(cfg: RunConfig, sizes: Mapping[str, int],
     notes: list[str] = []
     for text in search.warm_start:
         run_dir = local_run_dir(text)  # a URI's run files are fetched
-        source_cfg = _source_config(run_dir)
-        trials = _finished(run_dir)
+        source_cfg, trials = read_source(run_dir)
         if as_trials:
             derived = ("remaining_params", "realised_")
             missing = [m for m in search.metrics

@@ -3,7 +3,7 @@ sparsity bounds, and the full stage-1 model's metrics.
 
 trials.parquet holds sparsities, not sizes, and tickets.yaml only names the stage-1 checkpoint,
 which a sweep copied elsewhere may not have. So the sizes are read, in this order, from the
-checkpoint's config.json (`search.tuner.model_sizes`), from a trial's kept mask
+checkpoint's config.json (`search.dry_run.model_sizes`), from a trial's kept mask
 (`<trial>/checkpoint_*/best/sparsity.json`, whose `numel` are the sizes), or from the
 `pareto.json` an earlier report wrote in the run directory: every report records them there, and
 the sweep's own end-of-sweep report runs where the checkpoint is, so a copied run directory
@@ -85,10 +85,10 @@ def sweep_context(run_dir: Path) -> SweepContext:
     ctx = SweepContext()
     checkpoint: Path | None = None
     if (run_dir / "tickets.yaml").is_file():
-        from search.tuner import load_run  # Ray and torch: only for a real sweep
+        from search.config import load_config
 
         try:
-            cfg = load_run(run_dir)
+            cfg = load_config(run_dir / "tickets.yaml")
         except InputError as e:
             ctx.notes.append(f"tickets.yaml not read ({e})")
         else:
@@ -96,7 +96,7 @@ def sweep_context(run_dir: Path) -> SweepContext:
                 ctx.bounds = (float(cfg.pruning.bounds[0]), float(cfg.pruning.bounds[1]))
                 checkpoint = Path(cfg.pruning.checkpoint)
     if checkpoint is not None:
-        from search.tuner import model_sizes
+        from search.dry_run import model_sizes  # torch, no Ray
 
         try:
             ctx.sizes = {g: int(n) for g, n in model_sizes(checkpoint).items() if g in GROUPS}
