@@ -50,3 +50,27 @@ def evaluate_split(model: VQAModel, data: PreparedData, split_name: str, device:
     """Percent accuracy (official metric) overall, per answer type and, for VQA-VS, per OOD set."""
     preds = predict(model, data, split_name, device, batch_size)
     return evaluate_predictions(data, data.split(split_name), preds)
+
+
+@torch.no_grad()
+def image_dependence(model: VQAModel, data: PreparedData, split_name: str = "test") -> float:
+    """Percent of `split_name`'s predictions (argmax of the main logits, CPU) that change when
+    every box feature is redrawn as Gaussian noise of the split's feature mean and std (0: the
+    model answers from the question alone). The noise is seeded, so the figure is repeatable."""
+    split = data.split(split_name)
+    feats = data.store.gather(split.feature_rows)[0]
+    mean, std = float(feats.mean()), float(feats.std())
+    gen = torch.Generator().manual_seed(0)
+    changed = 0
+    was_training = model.training
+    model.eval()
+    try:
+        for i in range(0, len(split), 512):
+            b = data.make_batch(split, np.arange(i, min(i + 512, len(split))))
+            noise = mean + std * torch.randn(b.visual_feats.shape, generator=gen)
+            real = model(b.input_ids, b.attention_mask, b.visual_feats, b.visual_pos)[0]
+            fake = model(b.input_ids, b.attention_mask, noise, b.visual_pos)[0]
+            changed += int((real.argmax(-1) != fake.argmax(-1)).sum())
+    finally:
+        model.train(was_training)
+    return 100.0 * changed / len(split)

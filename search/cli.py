@@ -99,6 +99,16 @@ def synth(
             "or one (a single other answer, which rewards guessing against the prior)."
         ),
     ] = "spread",
+    test_fraction: Annotated[
+        float, typer.Option(help="Test questions per training question (VQA-CP dev: 20% of them).")
+    ] = 0.5,
+    pretrain_types: Annotated[
+        Literal["all", "half"],
+        typer.Option(
+            help="Question types the balanced pretrain split asks: all, or half (every other "
+            "type), so that stage 1 has types of its own to learn."
+        ),
+    ] = "all",
 ) -> None:
     """Write a synthetic VQA-CP v2 or VQA-VS benchmark in the real file formats."""
     from vqa.synth import SynthSpec, generate
@@ -113,6 +123,8 @@ def synth(
         noise=noise,
         bias=bias,
         test_answers=test_answers,
+        test_fraction=test_fraction,
+        pretrain_types=pretrain_types,
     )
     meta = generate(spec, out)
     sizes = ", ".join(f"{k} {v}" for k, v in meta["splits"].items())

@@ -12,7 +12,7 @@ from search.config import RunConfig, apply_overrides, validate_config
 from search.pareto import SWEEP_REPORT, pareto_report
 from search.tuner import CONFIG_FILE, collect, resume_search, run_search
 from vqa.atomic import atomic_path
-from vqa.baseline import format_report
+from vqa.baseline import format_report, prior_only_report
 from vqa.cache import load_cache
 from vqa.prepare import prepare
 from vqa.synth import SynthSpec, generate
@@ -147,31 +147,65 @@ def run_demo(out: Path, seed: int = 0, questions: int = 3000, overrides: list[st
                                    written_by=SWEEP_REPORT)  # fmt: skip
     echo("\n".join("      " + line for line in text.splitlines()))
     echo("")
-    echo(_summary(trials, config.pruning.sparsity, stage1))
+    echo(_summary(trials, config.pruning.sparsity, stage1,
+                  prior_only_report(load_cache(config.data.resolved().cache_dir))))  # fmt: skip
     echo(f"Config of every stage: {config_path}")
     echo("Plots: " + ", ".join(str(p) for p in paths if p.suffix == ".png"))
     return stage1
 
 
-def _summary(trials, s: float, stage1: dict) -> str:
-    """The best allocation against the uniform one and the full stage-1 model (OOD = test)."""
+def _summary(trials, s: float, stage1: dict, prior: dict[str, dict[str, float]]) -> str:
+    """The closing table: the prior-only baseline, the full stage-1 model, the uniform and the
+    best allocation (by selection) at s; selection (`dev`) and OOD (`test`) accuracy in %,
+    and the budget weights kept (language + visual + cross)."""
+    sel = stage1["selection_split"]
     done = trials[trials["status"] == "finished"]
-    lines = [f"full stage-1 model (no pruning): OOD {stage1['test']['overall']:.1f}"]
+    full = None
+    if len(trials) and trials["realised_overall"].notna().any():
+        row = trials.dropna(subset=["realised_overall"]).iloc[0]
+        full = row["remaining_params"] / (1.0 - row["realised_overall"])
+    rows = [("prior-only baseline (no image)", prior[sel]["overall"], prior["test"]["overall"],
+             "-"),
+            ("full stage-1 model", stage1["selection"]["overall"], stage1["test"]["overall"],
+             f"{full:,.0f}" if full else "all")]  # fmt: skip
     near = ((trials["s_language"] - s).abs() < 1e-6) & ((trials["s_visual"] - s).abs() < 1e-6)
-    if near.any():
-        row = trials[near].iloc[0]
-        if row["status"] == "finished":
-            result = f"selection {row['sel_overall']:.1f}, OOD {row['test_overall']:.1f}"
-        else:  # ASHA stopped it: no test metrics, only its best selection accuracy so far
-            result = (f"selection {row['sel_overall']:.1f} after {row['epochs']} epochs, "
-                      f"{row['status'].replace('_', ' ')} (no test metrics)")  # fmt: skip
-        lines.append(f"uniform allocation at s = {s}: {result}")
+    uniform = trials[near]
+    if len(uniform):
+        r = uniform.iloc[0]
+        test = r["test_overall"] if r["status"] == "finished" else None
+        note = "" if test is not None else f" ({r['status'].replace('_', ' ')}, no test)"
+        rows.append((f"uniform allocation, s = {s}{note}", r["sel_overall"], test,
+                     f"{r['remaining_params']:,.0f}"))  # fmt: skip
+    best = None
     if len(done):
-        row = done.sort_values("sel_overall", ascending=False).iloc[0]
-        lines.append(f"best allocation (by selection): language {row['s_language']:.2f}, visual "
-                     f"{row['s_visual']:.2f}, cross {row['s_cross']:.2f}: selection "
-                     f"{row['sel_overall']:.1f}, OOD {row['test_overall']:.1f}")  # fmt: skip
+        best = done.sort_values("sel_overall", ascending=False).iloc[0]
+        rows.append((f"best allocation found ({best['s_language']:.2f} / {best['s_visual']:.2f}"
+                     f" / {best['s_cross']:.2f})", best["sel_overall"], best["test_overall"],
+                     f"{best['remaining_params']:,.0f}"))  # fmt: skip
+    width = max(len(r[0]) for r in rows)
+    lines = [f"{'':{width}}  {sel + ' %':>8}  {'OOD %':>6}  {'weights kept':>12}"]
+    for name, selection, test, kept in rows:
+        test_text = f"{test:6.1f}" if test is not None else f"{'-':>6}"
+        lines.append(f"{name:{width}}  {selection:8.1f}  {test_text}  {kept:>12}")
+    lines.append("(best allocation: language / visual / cross sparsity; OOD: the VQA-CP style test")
+    lines.append(" split; the selection split chose every kept epoch and the best allocation)")
+    lines.append(_verdict(stage1["test"]["overall"], prior["test"]["overall"], s, best))
     return "\n".join(lines)
+
+
+def _verdict(full: float, prior: float, s: float, best) -> str:
+    """One line saying what the table shows."""
+    if best is None:
+        return "No trial finished, so there is no allocation to compare."
+    gap = best["test_overall"] - full
+    kept = 1.0 - best["realised_overall"]
+    how = (f"{gap:+.1f} points against the full model" if abs(gap) >= 0.05
+           else "as accurate as the full model")  # fmt: skip
+    return (
+        f"What it shows: keeping {kept:.0%} of the weights, the best subnetwork found is "
+        f"{how} out of distribution, and {best['test_overall'] - prior:+.1f} points against "
+        f"answering from the question alone."
+    )
 
 
 def _line(metrics: dict) -> str:

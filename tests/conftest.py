@@ -142,52 +142,6 @@ def _stage1_run(root: Path, seed: int) -> Stage1Run:
     return Stage1Run(seed, root, bench, raw, metrics)
 
 
-def image_dependence(model, data: PreparedData, split_name: str = "test") -> float:
-    """Percent of `split_name`'s predictions that change when every box feature is redrawn as
-    Gaussian noise of the features' mean and std (0: the model answers from the question alone)."""
-    import numpy as np
-    import torch
-
-    from models.objectives import predict
-
-    split = data.split(split_name)
-    feats = data.store.gather(split.feature_rows)[0]
-    mean, std = float(feats.mean()), float(feats.std())
-    gen = torch.Generator().manual_seed(0)
-    changed = 0
-    model.eval()
-    with torch.no_grad():
-        for i in range(0, len(split), 512):
-            b = data.make_batch(split, np.arange(i, min(i + 512, len(split))))
-            noise = mean + std * torch.randn(b.visual_feats.shape, generator=gen)
-            real = predict(model(b.input_ids, b.attention_mask, b.visual_feats, b.visual_pos)[0])
-            fake = predict(model(b.input_ids, b.attention_mask, noise, b.visual_pos)[0])
-            changed += int((real != fake).sum())
-    return 100.0 * changed / len(split)
-
-
-def anti_prior_accuracy(data: PreparedData, split_name: str = "test") -> float:
-    """Accuracy of the best question-only guess that avoids the training prior: per question
-    type, the one answer other than its training-dominant answer that scores highest on
-    `split_name` (chosen with the test answers in hand, so no fixed per-type guess does better)."""
-    from vqa.baseline import evaluate_predictions, prior_only_answers
-    from vqa.synth import QUESTION_TYPES
-
-    split = data.split(split_name)
-    dominant, _ = prior_only_answers(data)
-    types = list(split.question_types)
-    total = 0.0
-    for qtype, _, answers, _, _ in QUESTION_TYPES:
-        if qtype not in types:
-            continue
-        total += max(  # each type's share of the overall accuracy
-            evaluate_predictions(data, split, [a if t == qtype else "" for t in types])["overall"]
-            for a in answers
-            if a != dominant.get(qtype)
-        )
-    return total
-
-
 @pytest.fixture(scope="session")
 def stage1_runs(tmp_path_factory: pytest.TempPathFactory) -> list[Stage1Run]:
     return [_stage1_run(tmp_path_factory.mktemp(f"seed{s}"), s) for s in EFFECT_SEEDS]

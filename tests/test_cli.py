@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import re
 from pathlib import Path
 
@@ -37,9 +38,22 @@ def test_demo_runs_the_whole_pipeline(ray_session, tmp_path: Path) -> None:
     run_dir = tmp_path / "demo" / "runs" / "demo"
     trials = pd.read_parquet(run_dir / "trials.parquet")
     assert len(trials) == 3 and trials["trial_id"].is_unique
-    assert "full stage-1 model (no pruning): OOD" in out
-    assert re.search(r"uniform allocation at s = 0.7: selection [\d.]+", out)
-    assert re.search(r"best allocation \(by selection\): language [\d.]+", out)
+    stage1_test = json.loads((tmp_path / "demo" / "finetune" / "metrics.json").read_text())[
+        "test"]["overall"]  # fmt: skip
+    # The closing table: prior-only, full, uniform and best rows (dev %, OOD %, weights kept).
+    row = (
+        r"^(prior-only baseline \(no image\)|full stage-1 model"
+        r"|uniform allocation, s = 0.7(?: \([a-z ,]+\))?"
+        r"|best allocation found \([\d. /]+\))\s+([\d.]+)\s+([\d.]+|-)\s+([\d,]+|-)$"
+    )
+    table = {m[0].split(" (")[0] if m[0].startswith("uniform") else m[0]: m[1:]
+             for m in re.findall(row, out, re.M)}  # fmt: skip
+    assert len(table) == 4, out
+    full_kept = int(table["full stage-1 model"][2].replace(",", ""))
+    best = next(v for k, v in table.items() if k.startswith("best"))
+    assert int(best[2].replace(",", "")) == pytest.approx(0.3 * full_kept, rel=1e-3)
+    assert float(table["full stage-1 model"][1]) == pytest.approx(stage1_test, abs=0.05)
+    assert "What it shows: keeping 30% of the weights" in out
     for name in ("pareto.png", "allocation_sel_overall.png", "epochs.parquet"):
         assert (run_dir / name).is_file() and str(run_dir / name) in out, name
     # Run again: every stage is found complete and nothing is redone.

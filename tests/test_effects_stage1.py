@@ -11,8 +11,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from models.evaluate import image_dependence
 from models.train import load_checkpoint_model
-from tests.conftest import Stage1Run, anti_prior_accuracy, image_dependence
+from tests.conftest import Stage1Run
+from vqa.baseline import anti_prior_accuracy
 
 
 @pytest.mark.slow

@@ -7,11 +7,13 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from tests.conftest import Bench
 from vqa.baseline import evaluate_predictions, prior_only_report
 from vqa.cache import PreparedData
+from vqa.errors import InputError
 from vqa.metric import OOD_SETS, normalize_answer
 from vqa.readers import read_vqacp_v2, read_vqavs
 from vqa.synth import QUESTION_TYPES, SynthSpec, _World, generate
@@ -177,3 +179,31 @@ def test_answer_boxes_knob_plants_that_many_answer_boxes(tmp_path: Path) -> None
         dist = np.abs(feats[:, :, None, None, :] - codes[None, None]).max(-1)  # (20, K, 8, 6)
         per_type = (dist.min(-1) < 1e-5).sum(1)  # (20, 8): boxes carrying type t's answer
         assert (per_type == boxes).all()
+
+
+def test_synth_command_defaults_are_the_spec_defaults() -> None:
+    """`tickets data synth` with no options writes the benchmark SynthSpec() describes."""
+    import inspect
+
+    from search.cli import synth
+
+    spec = SynthSpec()
+    for name, param in inspect.signature(synth).parameters.items():
+        if name != "out":
+            assert param.default == getattr(spec, name), name
+
+
+def test_pretrain_types_half_asks_every_other_type_and_balances_them(tmp_path: Path) -> None:
+    """`pretrain_types="half"`: the pretrain split asks only the even-indexed question types (one
+    of each answer type among them), balanced; train and test still ask all eight."""
+    spec = SynthSpec(questions=800, images=400, feature_dim=16, pretrain_types="half")
+    generate(spec, tmp_path / "b")
+    splits = read_vqacp_v2(tmp_path / "b")
+    asked = {QUESTION_TYPES[i][0] for i in (0, 2, 4, 6)}
+    assert set(splits["pretrain"]["question_type"]) == asked
+    assert set(splits["pretrain"]["answer_type"]) == {"yes/no", "number", "other"}
+    assert len(splits["pretrain"]) == 800
+    for name in ("train", "test"):
+        assert len(set(splits[name]["question_type"])) == 8
+    with pytest.raises(InputError, match="--images 150 hold too few questions"):
+        SynthSpec(questions=800, images=150, feature_dim=16, pretrain_types="half").check()

@@ -99,3 +99,25 @@ def format_report(data: PreparedData) -> str:
             f"{name:<10} " + " ".join(f"{metrics.get(k, float('nan')):>12.1f}" for k in keys)
         )
     return "\n".join(lines)
+
+
+def anti_prior_accuracy(data: PreparedData, split_name: str = "test") -> float:
+    """Percent accuracy of the best question-only guess that avoids the training prior: per
+    question type, the one answer other than its training-dominant answer that scores highest on
+    `split_name` (chosen with the answers in hand, so no fixed per-type guess does better).
+    Question types are the synthetic benchmark's (`vqa.synth.QUESTION_TYPES`)."""
+    from vqa.synth import QUESTION_TYPES
+
+    split = data.split(split_name)
+    dominant, _ = prior_only_answers(data)
+    types = list(split.question_types)
+    total = 0.0
+    for qtype, _, answers, _, _ in QUESTION_TYPES:
+        if qtype not in types:
+            continue
+        total += max(  # each type's share of the overall accuracy
+            evaluate_predictions(data, split, [a if t == qtype else "" for t in types])["overall"]
+            for a in answers
+            if a != dominant.get(qtype)
+        )
+    return total

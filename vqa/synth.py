@@ -139,6 +139,16 @@ class SynthSpec:
     # one (a question-only model that avoids the training prior is at chance there); "one" puts
     # it on a single other answer, which rewards guessing against the prior.
     test_answers: str = "spread"
+    # Question types the balanced `pretrain` split asks: "all", or "half" (every other type, one
+    # of each answer type among them), so pre-training teaches grounding without already being
+    # the downstream task and stage 1 must learn the other types (LXMERT is pre-trained on
+    # other tasks, then fine-tuned).
+    pretrain_types: str = "all"
+
+    def pretrain_type_ids(self) -> list[int]:
+        """Indices into QUESTION_TYPES of the types the `pretrain` split asks."""
+        every = 2 if self.pretrain_types == "half" else 1
+        return list(range(0, len(QUESTION_TYPES), every))
 
     def check(self) -> None:
         """Raise `InputError` naming the first impossible setting."""
@@ -153,6 +163,8 @@ class SynthSpec:
             raise InputError(f"--noise must be >= 0, got {self.noise}")
         if self.test_answers not in ("spread", "one"):
             raise InputError(f"--test-answers must be spread or one, got '{self.test_answers}'")
+        if self.pretrain_types not in ("all", "half"):
+            raise InputError(f"--pretrain-types must be all or half, got '{self.pretrain_types}'")
         if not 0.0 <= self.agreement <= 1.0:
             raise InputError(f"--agreement must be in [0, 1], got {self.agreement}")
         needed = len(QUESTION_TYPES) * self.answer_boxes + 2
@@ -161,11 +173,15 @@ class SynthSpec:
                 f"--answer-boxes {self.answer_boxes} needs {needed} boxes per image "
                 f"(8 question types x {self.answer_boxes} + 2 key objects), have {self.num_boxes}"
             )
-        slots = self.images * len(QUESTION_TYPES)
-        if self.total_questions() > slots:
+        sizes = self.split_sizes()
+        asked = len(self.pretrain_type_ids())
+        needed_images = sum(n for k, n in sizes.items() if k != "pretrain") / len(QUESTION_TYPES)
+        needed_images += sizes.get("pretrain", 0) / asked
+        if needed_images > self.images:
             raise InputError(
-                f"--images {self.images} hold {slots} questions (8 per image), "
-                f"{self.total_questions()} are needed; raise --images"
+                f"--images {self.images} hold too few questions (8 per image, {asked} per "
+                f"pre-training image) for {self.total_questions()}; raise --images to at "
+                f"least {int(np.ceil(needed_images * 1.05))}"
             )
         if self.questions < 8 * 9:
             raise InputError("--questions must be at least 72 (each answer needs 9 training uses)")
@@ -321,22 +337,29 @@ def generate(spec: SynthSpec, out: str | Path) -> dict:
     )
     slot_answer = np.array([[rng.integers(n) for n in world.n_answers] for _ in range(spec.images)])
     order = rng.permutation(spec.images)
-    total = sum(sizes.values())
+    asked_types = {
+        split: spec.pretrain_type_ids() if split == "pretrain" else list(range(n_types))
+        for split in sizes
+    }
+    # Images in proportion to the slots each split needs (a pre-training image may hold fewer).
+    need = {split: n_q * n_types / len(asked_types[split]) for split, n_q in sizes.items()}
+    total = sum(need.values())
     records: dict[str, list[dict]] = {}
     start = 0
     for i, (split, n_q) in enumerate(sizes.items()):
         n_img = (
             spec.images - start
             if i == len(sizes) - 1
-            else max(1, int(np.ceil(spec.images * n_q / total)))
+            else max(1, int(np.ceil(spec.images * need[split] / total)))
         )
-        n_img = max(n_img, int(np.ceil(n_q / n_types)))
+        asked = asked_types[split]
+        n_img = max(n_img, int(np.ceil(n_q / len(asked))))
         imgs = order[start : start + n_img]
         start += n_img
-        slots = rng.choice(len(imgs) * n_types, n_q, replace=False)
+        slots = rng.choice(len(imgs) * len(asked), n_q, replace=False)
         records[split] = []
         for s in np.sort(slots):
-            img, t = int(imgs[s // n_types]), int(s % n_types)
+            img, t = int(imgs[s // len(asked)]), asked[int(s % len(asked))]
             kw, loc = int(rng.integers(6)), int(rng.integers(len(LOCATIONS)))
             ko = (int(key_objects[img, 0]), int(key_objects[img, 1]))
             a = _draw_answer(world, spec, split, t, kw, loc, ko, rng)

@@ -1,0 +1,336 @@
+"""Does the synthetic benchmark behave like lxmert-base on VQA-CP? Properties P0-P8 of the
+benchmark issue, measured over seeds (data, pre-training, stage 1 and stage 2 seeded together).
+
+    .venv/bin/python scripts/bench_regime.py --work /tmp/regime --regime demo [--seeds 0 1 2]
+        [--properties P0 P3 ...] [--json OUT.json]
+
+A regime is the demo's run config (configs/demo.yaml) and `tickets data synth`'s defaults with
+the overrides of `REGIMES` below. Every run is an ordinary `fit` / `prune` under
+WORK/<regime>/seed<N>/, so an interrupted measurement resumes where it stopped (a finished run is
+read back, not re-run), and each figure is written to the JSON (default WORK/regime.json) as
+soon as it is measured. The table printed at the end has the seed mean, then each seed.
+
+Definitions, fixed on 2026-12-02 before any figure of a new regime was seen (OOD = overall
+accuracy on the VQA-CP style `test` split, the kept epoch chosen on `dev`; "mask s" = LMH mask
+training of the named stage-1 model at overall sparsity s with the uniform triple, the regime's
+stage-2 settings otherwise):
+
+P0  LMH stage-1 OOD minus the pre-trained model's OOD (same head, no stage 1); target >= 10.
+P1  mask 0.5 of the LPF model minus the full LPF model; target >= -2.
+P2  the grid's best at s = 0.7 on the LPF model (the lattice below, best by `dev`, its OOD)
+    minus the full LPF model; target >= -2.
+P3  mask 0.3, 0.5 and 0.7 of the BCE model minus the full BCE model; target >= 8 at each s.
+P4  mask 0.5 of the BCE model minus the head-only control (`pruning.sparsity: 0`, mode uniform:
+    every weight kept, so only the answer head and the LMH parameters train, same epochs, lr and
+    loss); target >= 3.
+P5  P3's model at s = 0.5: share of test predictions that change when the features are noise
+    (target >= 20%), and its OOD minus the best question-only anti-prior guess (target >= 3).
+P6  the BCE model with one group at 0.7 and the others at 0 (LMH mask training): visual alone
+    minus language alone is the cost difference; target: language-alone OOD minus visual-alone
+    OOD >= 5 (cross alone is reported beside).
+P7  over the lattice at s = 0.7 (LPF model): the best by `dev` minus uniform (OOD) >= 3, and the
+    best's s_visual < 0.7.
+P8  `dev` questions >= 2,000 and the std over 3 training seeds (stage 2 only, data seed 0) of
+    uniform mask 0.7's kept `dev` accuracy <= 1.5.
+
+The lattice: (s_language, s_visual) in {0.3, 0.5, 0.7, 0.9}^2 with s_cross solved by eq. 10,
+kept where s_cross is in [0.3, 0.95], plus the uniform point (0.7, 0.7, 0.7).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from models.evaluate import image_dependence
+from models.structure import group_sizes
+from models.train import fit, load_checkpoint_model
+from pruning.budget import solve
+from pruning.train import load_pruned, prune
+from search.config import validate_config
+from vqa.atomic import write_json
+from vqa.baseline import anti_prior_accuracy
+from vqa.cache import load_cache
+from vqa.prepare import prepare
+from vqa.synth import SynthSpec, generate
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Overrides of the demo's config (and of SynthSpec's defaults) that make each regime.
+# Candidates for lxmert-base's regime (issue 12): lxmert-base's module shares (a second language
+# layer), wide noisy region features (a dense visual projection is needed to average the noise
+# out), pre-training on half the question types, a `dev` split of ~2,100 questions, and stage 2
+# at lr 1e-4. The variants change the noise and the pre-training.
+_PAPER: dict[str, dict[str, Any]] = {
+    "synth": {"images": 2600, "test_fraction": 3.5, "feature_dim": 192, "noise": 2.0,
+              "pretrain_types": "half"},
+    "pretrain": {"architecture": {"l_layers": 2}},
+    "pruning": {"lr": 1.0e-4},
+}  # fmt: skip
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+REGIMES: dict[str, dict[str, dict[str, Any]]] = {
+    "demo": {},
+    "paper-n3": _merge(_PAPER, {"synth": {"noise": 3.0}}),
+    "paper-n2": _PAPER,
+    "paper-n1": _merge(_PAPER, {"synth": {"noise": 1.0}}),
+    "paper-n15-p16": _merge(_PAPER, {"synth": {"noise": 1.5}, "pretrain": {"epochs": 16}}),
+    "paper-n2-p16x2": _merge(_PAPER, {"synth": {"images": 3400, "pretrain_fraction": 2.0},
+                                      "pretrain": {"epochs": 16}}),
+    # a smoke test of this script, not a regime: minutes, not hours
+    "smoke": {"synth": {"questions": 600, "images": 300, "feature_dim": 16},
+              "pretrain": {"epochs": 1}, "finetune": {"epochs": 1}, "pruning": {"epochs": 1}},
+}  # fmt: skip
+
+LATTICE = (0.3, 0.5, 0.7, 0.9)
+TARGETS = {"P0": ">= 10", "P1": ">= -2", "P2": ">= -2", "P3": ">= 8 each", "P4": ">= 3",
+           "P5": ">= 20% and >= 3", "P6": ">= 5", "P7": ">= 3, s_v < 0.7",
+           "P8": ">= 2000, <= 1.5"}  # fmt: skip
+
+
+class Seed:
+    """One seed of one regime: its runs under `root`, each figure recorded in `record`."""
+
+    def __init__(self, regime: str, seed: int, root: Path, record: dict, save: Callable) -> None:
+        self.regime, self.seed, self.root = regime, seed, root
+        self.over = REGIMES[regime]
+        self.record, self.save = record, save
+        self._data = None
+        demo = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())
+        self.demo = _merge(demo, {k: v for k, v in self.over.items() if k != "synth"})
+
+    def figure(self, key: str, compute: Callable[[], Any]) -> Any:
+        if key not in self.record:
+            t0 = time.perf_counter()
+            self.record[key] = compute()
+            self.record.setdefault("seconds", {})[key] = round(time.perf_counter() - t0, 1)
+            self.save()
+        return self.record[key]
+
+    @property
+    def data(self):
+        if self._data is None:
+            root = self.root / "data"
+            if not (root / "synth.json").is_file():
+                spec = SynthSpec(seed=self.seed, **self.over.get("synth", {}))
+                generate(spec, root)
+            raw = yaml.safe_load((root / "prepare.yaml").read_text())
+            cfg = validate_config(raw, "regime").data
+            prepare(cfg)
+            self._data = load_cache(cfg.resolved().cache_dir)
+        return self._data
+
+    def raw(self) -> dict:
+        self.data  # noqa: B018 - generates the benchmark on first use
+        raw = yaml.safe_load((self.root / "data" / "prepare.yaml").read_text())
+        raw["pretrain"] = {**self.demo["pretrain"], "output_dir": str(self.root / "pre"),
+                           "seed": self.seed}  # fmt: skip
+        raw["model"] = {"checkpoint": str(self.root / "pre" / "model")}
+        return raw
+
+    def pretrained(self) -> dict:
+        def run() -> dict:
+            cfg = validate_config(self.raw(), "regime")
+            m = fit("pretrain", cfg.data, cfg.model, None, cfg.pretrain,
+                    cfg.blocks_yaml("data", "pretrain"))  # fmt: skip
+            model, _ = load_checkpoint_model(self.root / "pre" / "model", self.data, "required")
+            return {"ood": m["test"]["overall"], "sel": m["selection"]["overall"],
+                    "image_dependent": image_dependence(model, self.data),
+                    "test": m["test"]}  # fmt: skip
+
+        return self.figure("pretrained", run)
+
+    def stage1(self, loss: str) -> dict:
+        def run() -> dict:
+            self.pretrained()
+            ft = {**self.demo["finetune"], "output_dir": str(self.root / loss), "seed": self.seed}
+            raw = {**self.raw(), "objective": {"name": loss}, "finetune": ft}
+            c = validate_config(raw, "regime")
+            m = fit("finetune", c.data, c.model, c.objective, c.finetune,
+                    c.blocks_yaml("data", "model", "objective", "finetune"),
+                    )  # fmt: skip
+            model, _ = load_checkpoint_model(self.root / loss / "best", self.data, "required")
+            return {"ood": m["test"]["overall"], "sel": m["selection"]["overall"],
+                    "id": m.get("train", {}).get("overall"), "test": m["test"],
+                    "image_dependent": image_dependence(model, self.data)}  # fmt: skip
+
+        return self.figure(f"stage1_{loss}", run)
+
+    def pruning_cfg(self, name: str, model: str, seed: int | None = None, **alloc: float):
+        pruning = {k: v for k, v in self.demo["pruning"].items() if k not in ("sparsity",)}
+        pruning.update(output_dir=str(self.root / f"prune_{name}"),
+                       checkpoint=str(self.root / model / "best"),
+                       seed=self.seed if seed is None else seed, **alloc)  # fmt: skip
+        return validate_config({**self.raw(), "pruning": pruning}, "regime").resolved()
+
+    def mask(self, name: str, model: str, seed: int | None = None, **alloc: float) -> dict:
+        def run() -> dict:
+            self.stage1(model)
+            cfg = self.pruning_cfg(name, model, seed, **alloc)
+            m = prune(cfg.data, cfg.pruning, None, cfg.blocks_yaml("data", "pruning"),
+                      )  # fmt: skip
+            realised = {g: m["sparsity"][g]["realised"] for g in ("language", "visual", "cross")}
+            return {"ood": m["test"]["overall"], "sel": m["selection"]["overall"],
+                    "kept_epoch": m["kept_epoch"], "realised": realised,
+                    "overall": m["sparsity"]["overall"]["realised"]}  # fmt: skip
+
+        return self.figure(f"mask_{name}", run)
+
+    def uniform(self, model: str, s: float, seed: int | None = None) -> dict:
+        tag = f"{model}_u{round(s * 100)}" + ("" if seed is None else f"_seed{seed}")
+        return self.mask(tag, model, seed, language=s, visual=s, cross=s)
+
+    def lattice(self) -> dict[str, dict]:
+        self.stage1("lpf")
+        model, _ = load_checkpoint_model(self.root / "lpf" / "best", self.data, "required")
+        sizes = group_sizes(model)
+        points = {"uniform": (0.7, 0.7, 0.7)}
+        for lang in LATTICE:
+            for vis in LATTICE:
+                try:
+                    t = solve(0.7, sizes, language=lang, visual=vis, bounds=(0.3, 0.95))
+                except ValueError:
+                    continue
+                points[f"l{round(lang * 100)}_v{round(vis * 100)}"] = (lang, vis, t["cross"])
+        out = {}
+        for name, (lang, vis, cross) in points.items():
+            if name == "uniform":
+                out[name] = self.uniform("lpf", 0.7)
+            else:
+                out[name] = self.mask(f"lpf_{name}", "lpf", language=lang, visual=vis, cross=cross)
+        return out
+
+    # --- the properties -----------------------------------------------------------------------
+
+    def P0(self) -> dict:
+        lmh, pre = self.stage1("lmh")["ood"], self.pretrained()["ood"]
+        return {"value": lmh - pre, "lmh": lmh, "pretrained": pre}
+
+    def P1(self) -> dict:
+        full, pruned = self.stage1("lpf")["ood"], self.uniform("lpf", 0.5)["ood"]
+        return {"value": pruned - full, "full_lpf": full, "mask_0.5": pruned}
+
+    def _best(self) -> tuple[str, dict]:
+        grid = self.lattice()
+        name = max(grid, key=lambda n: grid[n]["sel"])
+        return name, grid[name]
+
+    def P2(self) -> dict:
+        name, best = self._best()
+        full = self.stage1("lpf")["ood"]
+        return {"value": best["ood"] - full, "best": name, "best_ood": best["ood"],
+                "full_lpf": full}  # fmt: skip
+
+    def P3(self) -> dict:
+        full = self.stage1("bce")["ood"]
+        gains = {f"s{s}": self.uniform("bce", s)["ood"] - full for s in (0.3, 0.5, 0.7)}
+        return {"value": min(gains.values()), **gains, "full_bce": full}
+
+    def P4(self) -> dict:
+        masked = self.uniform("bce", 0.5)["ood"]
+        control = self.mask("bce_head_only", "bce", mode="uniform", sparsity=0.0)["ood"]
+        return {"value": masked - control, "mask_0.5": masked, "head_only": control}
+
+    def P5(self) -> dict:
+        def run() -> dict:
+            self.uniform("bce", 0.5)
+            cfg = self.pruning_cfg("bce_u50", "bce", language=0.5, visual=0.5, cross=0.5)
+            model, _, _ = load_pruned(cfg.pruning, None)
+            return {"image_dependent": image_dependence(model, self.data),
+                    "anti_prior": anti_prior_accuracy(self.data)}  # fmt: skip
+
+        g = self.figure("grounding_bce_u50", run)
+        ood = self.uniform("bce", 0.5)["ood"]
+        return {"value": g["image_dependent"], "margin": ood - g["anti_prior"], **g, "ood": ood}
+
+    def P6(self) -> dict:
+        alone = {}
+        for group in ("language", "visual", "cross"):
+            alloc = {g: (0.7 if g == group else 0.0) for g in ("language", "visual", "cross")}
+            alone[group] = self.mask(f"bce_{group}_alone", "bce", **alloc)["ood"]
+        return {"value": alone["language"] - alone["visual"], **alone}
+
+    def P7(self) -> dict:
+        name, best = self._best()
+        uniform = self.lattice()["uniform"]
+        return {"value": best["ood"] - uniform["ood"], "best": name,
+                "s_visual": best["realised"]["visual"], "uniform": uniform["ood"],
+                "best_ood": best["ood"]}  # fmt: skip
+
+    def P8(self) -> dict:
+        dev = len(self.data.split("dev"))
+        if self.seed != SEEDS_FOR_P8:
+            return {"value": None, "dev_questions": dev}
+        sels = [self.uniform("lpf", 0.7)["sel"]] + [
+            self.uniform("lpf", 0.7, seed=self.seed + k)["sel"] for k in (100, 200)
+        ]
+        return {"value": statistics.stdev(sels), "dev_questions": dev, "sel": sels}
+
+
+SEEDS_FOR_P8 = 0
+PROPERTIES = tuple(f"P{i}" for i in range(9))
+
+
+def table(results: dict, regime: str, seeds: list[int], props: tuple[str, ...]) -> str:
+    lines = [f"regime {regime}", "| property | target | mean | " + " | ".join(
+        f"seed {s}" for s in seeds) + " |", "|---" * (3 + len(seeds)) + "|"]  # fmt: skip
+    for p in props:
+        vals = [results.get(str(s), {}).get("properties", {}).get(p, {}) for s in seeds]
+        nums = [v["value"] for v in vals if v.get("value") is not None]
+        mean = f"{statistics.fmean(nums):.1f}" if nums else "-"
+        cells = [_cell(p, v) for v in vals]
+        lines.append(f"| {p} | {TARGETS[p]} | {mean} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _cell(p: str, v: dict) -> str:
+    if not v or v.get("value") is None:
+        return f"dev {v['dev_questions']}" if v.get("dev_questions") else "-"
+    extra = {k: x for k, x in v.items() if k != "value"}
+    shown = ", ".join(f"{k} {x:.1f}" if isinstance(x, float) else f"{k} {x}"
+                      for k, x in extra.items() if not isinstance(x, (dict, list)))  # fmt: skip
+    return f"{v['value']:.1f} ({shown})"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--work", type=Path, required=True)
+    ap.add_argument("--regime", choices=sorted(REGIMES), default="demo")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--properties", nargs="+", choices=PROPERTIES, default=list(PROPERTIES))
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    out = args.json or args.work / "regime.json"
+    results_all = json.loads(out.read_text()) if out.is_file() else {}
+    results = results_all.setdefault(args.regime, {})
+    results["overrides"] = REGIMES[args.regime]
+
+    def save() -> None:
+        write_json(out, results_all)
+
+    for seed in args.seeds:
+        rec = results.setdefault(str(seed), {})
+        s = Seed(args.regime, seed, args.work / args.regime / f"seed{seed}", rec, save)
+        for p in args.properties:
+            rec.setdefault("properties", {})[p] = getattr(s, p)()
+            save()
+            print(f"[{args.regime} seed {seed}] {p}: {rec['properties'][p]}", flush=True)
+    print(table(results, args.regime, args.seeds, tuple(args.properties)))
+
+
+if __name__ == "__main__":
+    main()
