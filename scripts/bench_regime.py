@@ -91,6 +91,10 @@ REGIMES: dict[str, dict[str, dict[str, Any]]] = {
     "paper-n15-p16": _merge(_PAPER, {"synth": {"noise": 1.5}, "pretrain": {"epochs": 16}}),
     "paper-n2-p16x2": _merge(_PAPER, {"synth": {"images": 3400, "pretrain_fraction": 2.0},
                                       "pretrain": {"epochs": 16}}),
+    # two cross-modal layers (as lxmert-base's five, more than one does the grounding) and three
+    # language layers; 384-d features keep the visual share at lxmert-base's
+    "paper-n1-deep": _merge(_PAPER, {"synth": {"noise": 1.0, "feature_dim": 384},
+                                     "pretrain": {"architecture": {"l_layers": 3, "x_layers": 2}}}),
     # a smoke test of this script, not a regime: minutes, not hours
     "smoke": {"synth": {"questions": 600, "images": 300, "feature_dim": 16},
               "pretrain": {"epochs": 1}, "finetune": {"epochs": 1}, "pruning": {"epochs": 1}},
