@@ -209,6 +209,8 @@ class Seed:
                     t = solve(0.7, sizes, language=lang, visual=vis, bounds=(0.3, 0.95))
                 except ValueError:
                     continue
+                if max(abs(x - 0.7) for x in (lang, vis, t["cross"])) < 1e-9:
+                    continue  # the uniform point itself
                 points[f"l{round(lang * 100)}_v{round(vis * 100)}"] = (lang, vis, t["cross"])
         out = {}
         for name, (lang, vis, cross) in points.items():

@@ -1,0 +1,46 @@
+"""`scripts/bench_regime.py` on its `smoke` regime (tiny data, one epoch per stage), run as its
+user runs it: a fresh interpreter, then again, which must find every figure measured and
+re-run nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_regime.py"
+
+
+def _run(work: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(SCRIPT.parents[1])}
+    command = [sys.executable, str(SCRIPT), "--work", str(work), "--regime", "smoke",
+               "--seeds", "0", "--properties", "P0", "P4"]  # fmt: skip
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+
+
+def test_smoke_regime_measures_then_resumes_without_rerunning(tmp_path: Path) -> None:
+    first = _run(tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    report = json.loads((tmp_path / "regime.json").read_text())["smoke"]["0"]
+    p0, p4 = report["properties"]["P0"], report["properties"]["P4"]
+    assert p0["value"] == pytest.approx(report["stage1_lmh"]["ood"] - report["pretrained"]["ood"])
+    assert p4["value"] == pytest.approx(
+        report["mask_bce_u50"]["ood"] - report["mask_bce_head_only"]["ood"]
+    )
+    # The head-only control keeps every weight; the mask run prunes half of them.
+    assert report["mask_bce_head_only"]["overall"] == 0.0
+    assert report["mask_bce_u50"]["overall"] == pytest.approx(0.5, abs=1e-3)
+    assert 0.0 <= report["pretrained"]["image_dependent"] <= 100.0
+    assert "| P4 | >= 3 |" in first.stdout
+
+    metrics = sorted(tmp_path.glob("smoke/seed0/*/metrics.json"))
+    stamps = {p: p.stat().st_mtime_ns for p in metrics}
+    again = _run(tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads((tmp_path / "regime.json").read_text())["smoke"]["0"] == report
+    assert {p: p.stat().st_mtime_ns for p in metrics} == stamps
+    assert again.stdout.splitlines()[-4:] == first.stdout.splitlines()[-4:]
