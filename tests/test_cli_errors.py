@@ -349,7 +349,7 @@ def test_synth_unknown_choice(tmp_path: Path, option: str, value: str) -> None:
         (["--answer-boxes", "40"], "--answer-boxes 40 needs 322 boxes per image"),
         (["--answer-boxes", "0"], "--answer-boxes must be at least 1"),
         (["--bias", "1.5"], "--bias must be in [0, 1], got 1.5"),
-        (["--questions", "80", "--images", "10"], "--images 10 hold 80 questions"),
+        (["--questions", "80", "--images", "10"], "--images 10 are too few: 200 questions need 25"),
     ],
 )
 def test_synth_impossible_settings(tmp_path: Path, args: list[str], needle: str) -> None:

@@ -205,5 +205,5 @@ def test_pretrain_types_half_asks_every_other_type_and_balances_them(tmp_path: P
     assert len(splits["pretrain"]) == 800
     for name in ("train", "test"):
         assert len(set(splits[name]["question_type"])) == 8
-    with pytest.raises(InputError, match="--images 150 hold too few questions"):
+    with pytest.raises(InputError, match="--images 150 are too few: 2000 questions need 350 "):
         SynthSpec(questions=800, images=150, feature_dim=16, pretrain_types="half").check()

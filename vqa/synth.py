@@ -179,9 +179,9 @@ class SynthSpec:
         needed_images += sizes.get("pretrain", 0) / asked
         if needed_images > self.images:
             raise InputError(
-                f"--images {self.images} hold too few questions (8 per image, {asked} per "
-                f"pre-training image) for {self.total_questions()}; raise --images to at "
-                f"least {int(np.ceil(needed_images * 1.05))}"
+                f"--images {self.images} are too few: {self.total_questions()} questions need "
+                f"{int(np.ceil(needed_images))} (8 per image, {asked} per pre-training image); "
+                "raise --images"
             )
         if self.questions < 8 * 9:
             raise InputError("--questions must be at least 72 (each answer needs 9 training uses)")
