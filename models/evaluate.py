@@ -55,10 +55,11 @@ def evaluate_split(model: VQAModel, data: PreparedData, split_name: str, device:
 @torch.no_grad()
 def image_dependence(model: VQAModel, data: PreparedData, split_name: str = "test") -> float:
     """Percent of `split_name`'s predictions (argmax of the main logits, CPU) that change when
-    every box feature is redrawn as Gaussian noise of the split's feature mean and std (0: the
-    model answers from the question alone). The noise is seeded, so the figure is repeatable."""
+    every box feature is redrawn as Gaussian noise of the mean and std of the split's images'
+    features, each image counted once (0: the model answers from the question alone). The noise
+    is seeded, so the figure is repeatable."""
     split = data.split(split_name)
-    feats = data.store.gather(split.feature_rows)[0]
+    feats = data.store.gather(np.unique(split.feature_rows))[0]  # each image once
     mean, std = float(feats.mean()), float(feats.std())
     gen = torch.Generator().manual_seed(0)
     changed = 0

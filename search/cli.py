@@ -80,9 +80,11 @@ def synth(
         Literal["vqacp_v2", "vqavs"], typer.Option(help="Whose files to write.")
     ] = "vqacp_v2",
     questions: Annotated[
-        int, typer.Option(help="Training questions (test: half, pretrain: as many).")
+        int, typer.Option(help="Training questions (pretrain: as many; test: see --test-fraction).")
     ] = 3000,
-    images: Annotated[int, typer.Option(help="Images (each answers at most 8 questions).")] = 1200,
+    images: Annotated[
+        int, typer.Option(help="Images (8 questions each at most; 4 in pretrain if types: half).")
+    ] = 1200,
     feature_dim: Annotated[int, typer.Option(help="Region feature dimension D.")] = 64,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     answer_boxes: Annotated[

@@ -42,13 +42,17 @@ def test_demo_runs_the_whole_pipeline(ray_session, tmp_path: Path) -> None:
         "test"]["overall"]  # fmt: skip
     # The closing table: prior-only, full, uniform and best rows (dev %, OOD %, weights kept).
     row = (
-        r"^(prior-only baseline \(no image\)|full stage-1 model"
+        r"^(training prior \(no image\)|best guess against the prior \(no image\)"
+        r"|full stage-1 model"
         r"|uniform allocation, s = 0.7(?: \([a-z ,]+\))?"
         r"|best allocation found \([\d. /]+\))\s+([\d.]+)\s+([\d.]+|-)\s+([\d,]+|-)$"
     )
     table = {m[0].split(" (")[0] if m[0].startswith("uniform") else m[0]: m[1:]
              for m in re.findall(row, out, re.M)}  # fmt: skip
-    assert len(table) == 4, out
+    assert len(table) == 5, out
+    assert float(table["best guess against the prior (no image)"][1]) > float(
+        table["training prior (no image)"][1]
+    )  # on VQA-CP's test the training prior is the worst question-only guess
     full_kept = int(table["full stage-1 model"][2].replace(",", ""))
     best = next(v for k, v in table.items() if k.startswith("best"))
     assert int(best[2].replace(",", "")) == pytest.approx(0.3 * full_kept, rel=1e-3)

@@ -350,6 +350,8 @@ def test_synth_unknown_choice(tmp_path: Path, option: str, value: str) -> None:
         (["--answer-boxes", "0"], "--answer-boxes must be at least 1"),
         (["--bias", "1.5"], "--bias must be in [0, 1], got 1.5"),
         (["--questions", "80", "--images", "10"], "--images 10 are too few: 200 questions need 25"),
+        (["--images", "938"], "--images 938 are too few for the split sizes"),
+        (["--test-fraction", "0"], "--test-fraction must be > 0, got 0.0"),
     ],
 )
 def test_synth_impossible_settings(tmp_path: Path, args: list[str], needle: str) -> None:

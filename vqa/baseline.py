@@ -111,6 +111,8 @@ def anti_prior_accuracy(data: PreparedData, split_name: str = "test") -> float:
     split = data.split(split_name)
     dominant, _ = prior_only_answers(data)
     types = list(split.question_types)
+    if not {q[0] for q in QUESTION_TYPES} & set(types):
+        raise ValueError(f"split {split_name}: none of its question types is a synthetic one")
     total = 0.0
     for qtype, _, answers, _, _ in QUESTION_TYPES:
         if qtype not in types:

@@ -163,6 +163,8 @@ class SynthSpec:
             raise InputError(f"--noise must be >= 0, got {self.noise}")
         if self.test_answers not in ("spread", "one"):
             raise InputError(f"--test-answers must be spread or one, got '{self.test_answers}'")
+        if self.test_fraction <= 0:
+            raise InputError(f"--test-fraction must be > 0, got {self.test_fraction}")
         if self.pretrain_types not in ("all", "half"):
             raise InputError(f"--pretrain-types must be all or half, got '{self.pretrain_types}'")
         if not 0.0 <= self.agreement <= 1.0:
@@ -356,6 +358,11 @@ def generate(spec: SynthSpec, out: str | Path) -> dict:
         n_img = max(n_img, int(np.ceil(n_q / len(asked))))
         imgs = order[start : start + n_img]
         start += n_img
+        if len(imgs) * len(asked) < n_q:  # the last split gets what the others left
+            raise InputError(
+                f"--images {spec.images} are too few for the split sizes {sizes} once each "
+                "split has its share of whole images; raise --images"
+            )
         slots = rng.choice(len(imgs) * len(asked), n_q, replace=False)
         records[split] = []
         for s in np.sort(slots):
