@@ -54,7 +54,7 @@ def test_demo_runs_the_whole_pipeline(ray_session, tmp_path: Path) -> None:
         table["training prior (no image)"][1]
     )  # on VQA-CP's test the training prior is the worst question-only guess
     full_kept = int(table["full stage-1 model"][2].replace(",", ""))
-    best = next(v for k, v in table.items() if k.startswith("best"))
+    best = next(v for k, v in table.items() if k.startswith("best allocation"))
     assert int(best[2].replace(",", "")) == pytest.approx(0.3 * full_kept, rel=1e-3)
     assert float(table["full stage-1 model"][1]) == pytest.approx(stage1_test, abs=0.05)
     assert "What it shows: keeping 30% of the weights" in out
