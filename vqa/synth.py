@@ -145,10 +145,31 @@ class SynthSpec:
     # other tasks, then fine-tuned).
     pretrain_types: str = "all"
 
-    def pretrain_type_ids(self) -> list[int]:
-        """Indices into QUESTION_TYPES of the types the `pretrain` split asks."""
-        every = 2 if self.pretrain_types == "half" else 1
+    def asked_type_ids(self, split: str) -> list[int]:
+        """Indices into QUESTION_TYPES of the types `split` asks (`pretrain` may ask half)."""
+        every = 2 if split == "pretrain" and self.pretrain_types == "half" else 1
         return list(range(0, len(QUESTION_TYPES), every))
+
+    def image_shares(self) -> dict[str, int]:
+        """Images each split takes, in split order: in proportion to the slots it needs (a
+        pre-training image may hold fewer questions), at least enough for its questions; the
+        last split takes the rest. They may add up to more than `images` (check refuses it)."""
+        sizes = self.split_sizes()
+        n_types = len(QUESTION_TYPES)
+        asked = {split: len(self.asked_type_ids(split)) for split in sizes}
+        need = {split: n_q * n_types / asked[split] for split, n_q in sizes.items()}
+        total = sum(need.values())
+        shares: dict[str, int] = {}
+        start = 0
+        for i, (split, n_q) in enumerate(sizes.items()):
+            n_img = (
+                self.images - start
+                if i == len(sizes) - 1
+                else max(1, int(np.ceil(self.images * need[split] / total)))
+            )
+            shares[split] = max(n_img, int(np.ceil(n_q / asked[split])))
+            start += shares[split]
+        return shares
 
     def check(self) -> None:
         """Raise `InputError` naming the first impossible setting."""
@@ -176,7 +197,7 @@ class SynthSpec:
                 f"(8 question types x {self.answer_boxes} + 2 key objects), have {self.num_boxes}"
             )
         sizes = self.split_sizes()
-        asked = len(self.pretrain_type_ids())
+        asked = len(self.asked_type_ids("pretrain"))
         needed_images = sum(n for k, n in sizes.items() if k != "pretrain") / len(QUESTION_TYPES)
         needed_images += sizes.get("pretrain", 0) / asked
         if needed_images > self.images:
@@ -184,6 +205,11 @@ class SynthSpec:
                 f"--images {self.images} are too few: {self.total_questions()} questions need "
                 f"{int(np.ceil(needed_images))} (8 per image, {asked} per pre-training image); "
                 "raise --images"
+            )
+        if sum(self.image_shares().values()) > self.images:
+            raise InputError(
+                f"--images {self.images} are too few for the split sizes {sizes} once each "
+                "split has its share of whole images; raise --images"
             )
         if self.questions < 8 * 9:
             raise InputError("--questions must be at least 72 (each answer needs 9 training uses)")
@@ -329,7 +355,6 @@ def generate(spec: SynthSpec, out: str | Path) -> dict:
         )
     rng = np.random.default_rng(spec.seed)
     world = _World(spec, rng)
-    n_types = len(QUESTION_TYPES)
     sizes = spec.split_sizes()
 
     # Images go to splits in proportion to their questions; a slot (image, type) is asked once.
@@ -339,30 +364,12 @@ def generate(spec: SynthSpec, out: str | Path) -> dict:
     )
     slot_answer = np.array([[rng.integers(n) for n in world.n_answers] for _ in range(spec.images)])
     order = rng.permutation(spec.images)
-    asked_types = {
-        split: spec.pretrain_type_ids() if split == "pretrain" else list(range(n_types))
-        for split in sizes
-    }
-    # Images in proportion to the slots each split needs (a pre-training image may hold fewer).
-    need = {split: n_q * n_types / len(asked_types[split]) for split, n_q in sizes.items()}
-    total = sum(need.values())
     records: dict[str, list[dict]] = {}
     start = 0
-    for i, (split, n_q) in enumerate(sizes.items()):
-        n_img = (
-            spec.images - start
-            if i == len(sizes) - 1
-            else max(1, int(np.ceil(spec.images * need[split] / total)))
-        )
-        asked = asked_types[split]
-        n_img = max(n_img, int(np.ceil(n_q / len(asked))))
+    for (split, n_q), n_img in zip(sizes.items(), spec.image_shares().values(), strict=True):
+        asked = spec.asked_type_ids(split)
         imgs = order[start : start + n_img]
         start += n_img
-        if len(imgs) * len(asked) < n_q:  # the last split gets what the others left
-            raise InputError(
-                f"--images {spec.images} are too few for the split sizes {sizes} once each "
-                "split has its share of whole images; raise --images"
-            )
         slots = rng.choice(len(imgs) * len(asked), n_q, replace=False)
         records[split] = []
         for s in np.sort(slots):
@@ -375,8 +382,6 @@ def generate(spec: SynthSpec, out: str | Path) -> dict:
             _stratify(world, spec, split, records[split], rng)
         for r in records[split]:
             slot_answer[r["img"], r["t"]] = r["a"]
-        if start > spec.images:
-            raise InputError(f"--images {spec.images} are too few for the split sizes {sizes}")
 
     features, boxes = _render(spec, world, key_objects, slot_answer, rng)
     with atomic_dir(out) as tmp:
