@@ -40,6 +40,7 @@ kept where s_cross is in [0.3, 0.95], plus the uniform point (0.7, 0.7, 0.7).
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import statistics
 import sys
@@ -116,6 +117,7 @@ class Seed:
         self.over = REGIMES[regime]
         self.record, self.save = record, save
         self._data = None
+        self._lattice: dict[str, dict] | None = None
         demo = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())
         self.demo = _merge(demo, {k: v for k, v in self.over.items() if k != "synth"})
 
@@ -137,15 +139,15 @@ class Seed:
             elif json.loads((root / "synth.json").read_text())["spec"] != asdict(spec):
                 sys.exit(f"{root}: made with another synth spec than regime {self.regime}'s; "
                          "use another --work")  # fmt: skip
-            raw = yaml.safe_load((root / "prepare.yaml").read_text())
-            cfg = validate_config(raw, "regime").data
+            self._prepare_raw = yaml.safe_load((root / "prepare.yaml").read_text())
+            cfg = validate_config(self._prepare_raw, "regime").data
             prepare(cfg)
             self._data = load_cache(cfg.resolved().cache_dir)
         return self._data
 
     def raw(self) -> dict:
         self.data  # noqa: B018 - generates the benchmark on first use
-        raw = yaml.safe_load((self.root / "data" / "prepare.yaml").read_text())
+        raw = copy.deepcopy(self._prepare_raw)
         raw["pretrain"] = {**self.demo["pretrain"], "output_dir": str(self.root / "pre"),
                            "seed": self.seed}  # fmt: skip
         raw["model"] = {"checkpoint": str(self.root / "pre" / "model")}
@@ -170,8 +172,7 @@ class Seed:
             raw = {**self.raw(), "objective": {"name": loss}, "finetune": ft}
             c = validate_config(raw, "regime")
             m = fit("finetune", c.data, c.model, c.objective, c.finetune,
-                    c.blocks_yaml("data", "model", "objective", "finetune"),
-                    )  # fmt: skip
+                    c.blocks_yaml("data", "model", "objective", "finetune"))  # fmt: skip
             model, _ = load_checkpoint_model(self.root / loss / "best", self.data, "required")
             return {"ood": m["test"]["overall"], "sel": m["selection"]["overall"],
                     "id": m.get("train", {}).get("overall"), "test": m["test"],
@@ -190,8 +191,7 @@ class Seed:
         def run() -> dict:
             self.stage1(model)
             cfg = self.pruning_cfg(name, model, seed, **alloc)
-            m = prune(cfg.data, cfg.pruning, None, cfg.blocks_yaml("data", "pruning"),
-                      )  # fmt: skip
+            m = prune(cfg.data, cfg.pruning, None, cfg.blocks_yaml("data", "pruning"))
             realised = {g: m["sparsity"][g]["realised"] for g in ("language", "visual", "cross")}
             return {"ood": m["test"]["overall"], "sel": m["selection"]["overall"],
                     "kept_epoch": m["kept_epoch"], "realised": realised,
@@ -199,11 +199,20 @@ class Seed:
 
         return self.figure(f"mask_{name}", run)
 
+    @staticmethod
+    def _uniform_name(model: str, s: float, seed: int | None = None) -> str:
+        return f"{model}_u{round(s * 100)}" + ("" if seed is None else f"_seed{seed}")
+
     def uniform(self, model: str, s: float, seed: int | None = None) -> dict:
-        tag = f"{model}_u{round(s * 100)}" + ("" if seed is None else f"_seed{seed}")
-        return self.mask(tag, model, seed, language=s, visual=s, cross=s)
+        name = self._uniform_name(model, s, seed)
+        return self.mask(name, model, seed, language=s, visual=s, cross=s)
 
     def lattice(self) -> dict[str, dict]:
+        if self._lattice is None:
+            self._lattice = self._train_lattice()
+        return self._lattice
+
+    def _train_lattice(self) -> dict[str, dict]:
         self.stage1("lpf")
         model, _ = load_checkpoint_model(self.root / "lpf" / "best", self.data, "required")
         sizes = group_sizes(model)
@@ -259,7 +268,8 @@ class Seed:
     def P5(self) -> dict:
         def run() -> dict:
             self.uniform("bce", 0.5)
-            cfg = self.pruning_cfg("bce_u50", "bce", language=0.5, visual=0.5, cross=0.5)
+            name = self._uniform_name("bce", 0.5)
+            cfg = self.pruning_cfg(name, "bce", language=0.5, visual=0.5, cross=0.5)
             model, _, _ = load_pruned(cfg.pruning, None)
             return {"image_dependent": image_dependence(model, self.data),
                     "anti_prior": anti_prior_accuracy(self.data)}  # fmt: skip
@@ -304,7 +314,7 @@ def table(results: dict, regime: str, seeds: list[int], props: tuple[str, ...]) 
     for p in props:
         vals = [results.get(str(s), {}).get("properties", {}).get(p, {}) for s in seeds]
         mean = _means(vals)
-        cells = [_cell(p, v) for v in vals]
+        cells = [_cell(v) for v in vals]
         lines.append(f"| {p} | {TARGETS[p]} | {mean} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -322,7 +332,7 @@ def _means(vals: list[dict]) -> str:
     return ", ".join(parts) if parts else "-"
 
 
-def _cell(p: str, v: dict) -> str:
+def _cell(v: dict) -> str:
     if not v or v.get("value") is None:
         return f"dev {v['dev_questions']}" if v.get("dev_questions") else "-"
     extra = {k: x for k, x in v.items() if k != "value"}
