@@ -98,6 +98,11 @@ REGIMES: dict[str, dict[str, dict[str, Any]]] = {
     # language layers; 384-d features keep the visual share at lxmert-base's
     "paper-n1-deep": _merge(_PAPER, {"synth": {"noise": 1.0, "feature_dim": 384},
                                      "pretrain": {"architecture": {"l_layers": 3, "x_layers": 2}}}),
+    # a faint answer code (a box's answer spread thinly over every feature dimension): only a
+    # dense visual projection integrates it above the noise, so the visual module is the one
+    # whose weights the answer needs (lxmert's visual encoder keeps everything a question may ask)
+    "paper-faint25": _merge(_PAPER, {"synth": {"noise": 1.0, "answer_strength": 0.25}}),
+    "paper-faint40": _merge(_PAPER, {"synth": {"noise": 1.0, "answer_strength": 0.4}}),
     # a smoke test of this script, not a regime: minutes, not hours
     "smoke": {"synth": {"questions": 600, "images": 300, "feature_dim": 16},
               "pretrain": {"epochs": 1}, "finetune": {"epochs": 1}, "pruning": {"epochs": 1}},

@@ -91,6 +91,10 @@ def synth(
         int, typer.Option(help="Boxes per question type carrying its answer.")
     ] = 3,
     noise: Annotated[float, typer.Option(help="Std of the noise on every box feature.")] = 0.5,
+    answer_strength: Annotated[
+        float,
+        typer.Option(help="Scale of a box's answer code against its type code (1: equal)."),
+    ] = 1.0,
     bias: Annotated[
         float, typer.Option(help="Share of answers that follow the planted shortcut.")
     ] = 0.8,
@@ -123,6 +127,7 @@ def synth(
         seed=seed,
         answer_boxes=answer_boxes,
         noise=noise,
+        answer_strength=answer_strength,
         bias=bias,
         test_answers=test_answers,
         test_fraction=test_fraction,

@@ -181,6 +181,31 @@ def test_answer_boxes_knob_plants_that_many_answer_boxes(tmp_path: Path) -> None
         assert (per_type == boxes).all()
 
 
+def test_answer_strength_scales_only_the_answer_code(tmp_path: Path) -> None:
+    """`answer_strength` multiplies each answer box's answer code and nothing else: with the
+    same seed, every other box and every question are the same, and an answer box moves by
+    exactly (1 - strength) * answer code / sqrt(2)."""
+    import h5py
+
+    feats = {}
+    for strength in (1.0, 0.25):
+        spec = SynthSpec(questions=400, images=200, feature_dim=32, answer_strength=strength)
+        generate(spec, tmp_path / str(strength))
+        with h5py.File(tmp_path / str(strength) / "features.h5") as f:
+            feats[strength] = f["features"][:20].astype(np.float64)
+    world = _World(spec, np.random.default_rng(spec.seed))
+    moved = feats[1.0] - feats[0.25]  # (20, K, D)
+    changed = np.abs(moved).max(-1) > 1e-5
+    assert (changed.sum(1) == 8 * spec.answer_boxes).all()
+    steps = 0.75 * world.answer_code.reshape(-1, 32) / np.sqrt(2)  # (types * 6, D)
+    dist = np.abs(moved[changed][:, None] - steps[None]).max(-1)
+    assert (dist.min(-1) < 1e-5).all()
+    name = "vqacp_v2_test_annotations.json"
+    assert (tmp_path / "1.0" / name).read_bytes() == (tmp_path / "0.25" / name).read_bytes()
+    with pytest.raises(InputError, match="--answer-strength must be > 0, got 0.0"):
+        SynthSpec(answer_strength=0.0).check()
+
+
 def test_synth_command_defaults_are_the_spec_defaults() -> None:
     """`tickets data synth` with no options writes the benchmark SynthSpec() describes."""
     import inspect

@@ -22,8 +22,8 @@ answer can be drawn from whatever distribution the split needs:
 
 Ten human answers per question: each annotator gives the true answer with the question's agreement
 probability (uniform in [`agreement`, 1]), sometimes in another surface form ("two", "Yes", "the
-red"), else another answer of the same type. Difficulty knobs: `answer_boxes`, `noise`, `bias`;
-docs/CALIBRATION.md records how the defaults were chosen.
+red"), else another answer of the same type. Difficulty knobs: `answer_boxes`, `noise`,
+`answer_strength`, `bias`; docs/CALIBRATION.md records how the defaults were chosen.
 """
 
 from __future__ import annotations
@@ -144,6 +144,10 @@ class SynthSpec:
     # the downstream task and stage 1 must learn the other types (LXMERT is pre-trained on
     # other tasks, then fine-tuned).
     pretrain_types: str = "all"
+    # Scale of the answer code against the type code (both std 1 per dimension before it): below
+    # 1 a box's answer is a faint signal spread over every feature dimension, which only a dense
+    # visual projection integrates above the noise (docs/CALIBRATION.md).
+    answer_strength: float = 1.0
 
     def asked_type_ids(self, split: str) -> list[int]:
         """Indices into QUESTION_TYPES of the types `split` asks (`pretrain` may ask half)."""
@@ -186,6 +190,8 @@ class SynthSpec:
             raise InputError(f"--test-answers must be spread or one, got '{self.test_answers}'")
         if self.test_fraction <= 0:
             raise InputError(f"--test-fraction must be > 0, got {self.test_fraction}")
+        if self.answer_strength <= 0:
+            raise InputError(f"--answer-strength must be > 0, got {self.answer_strength}")
         if self.pretrain_types not in ("all", "half"):
             raise InputError(f"--pretrain-types must be all or half, got '{self.pretrain_types}'")
         if not 0.0 <= self.agreement <= 1.0:
@@ -421,7 +427,8 @@ def _render(
         pos = rng.permutation(k)
         j = 0
         for t in range(n_types):
-            code = (world.type_code[t] + world.answer_code[t, slot_answer[img, t]]) / np.sqrt(2)
+            answer = spec.answer_strength * world.answer_code[t, slot_answer[img, t]]
+            code = (world.type_code[t] + answer) / np.sqrt(2)
             for _ in range(spec.answer_boxes):
                 feats[img, pos[j]] = code
                 j += 1
