@@ -103,6 +103,11 @@ REGIMES: dict[str, dict[str, dict[str, Any]]] = {
     # whose weights the answer needs (lxmert's visual encoder keeps everything a question may ask)
     "paper-faint25": _merge(_PAPER, {"synth": {"noise": 1.0, "answer_strength": 0.25}}),
     "paper-faint40": _merge(_PAPER, {"synth": {"noise": 1.0, "answer_strength": 0.4}}),
+    # the same with four times the pre-training (twice the questions, twice the epochs): is
+    # the faint code's read-out, once learned better, the thing pruning the visual module costs?
+    "paper-faint40-p16x2": _merge(_PAPER, {"synth": {"noise": 1.0, "answer_strength": 0.4,
+                                                     "images": 3400, "pretrain_fraction": 2.0},
+                                           "pretrain": {"epochs": 16}}),
     # a smoke test of this script, not a regime: minutes, not hours
     "smoke": {"synth": {"questions": 600, "images": 300, "feature_dim": 16},
               "pretrain": {"epochs": 1}, "finetune": {"epochs": 1}, "pruning": {"epochs": 1}},
