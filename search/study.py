@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -49,6 +50,22 @@ class StudyStorage(optuna.storages.RDBStorage):
         if moved is not None:
             state = {**state, "url": f"sqlite:///{moved / STUDY_FILE}"}
         super().__setstate__(state)
+
+
+class PicklableNSGAIISampler(optuna.samplers.NSGAIISampler):
+    """NSGA-II as Optuna has it, picklable: Tune pickles the searcher (with its sampler) when
+    the sweep starts and at every experiment snapshot, and Optuna 5.1's genetic samplers hold a
+    `threading.Lock` for their generation cache, which cannot be pickled. The lock is left out
+    of the pickle and a new one made on unpickling; the cache itself travels."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("_thread_lock", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._thread_lock = threading.Lock()
 
 
 def directions(modes: Sequence[str]) -> list[str]:

@@ -53,6 +53,7 @@ from search.study import (  # noqa: F401  (StudyStorage, AllocationSearch: old s
     STUDY_FILE,
     AllocationSearch,
     GridStudyRecorder,
+    PicklableNSGAIISampler,
     StudyStorage,
     open_study,
 )
@@ -90,7 +91,7 @@ def build_searcher(cfg: RunConfig, sizes: dict[str, int], run_dir: Path,
     samplers = {
         "tpe": lambda: optuna.samplers.TPESampler(seed=search.seed, **startup),
         "gp": lambda: optuna.samplers.GPSampler(seed=search.seed, **startup),
-        "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=search.seed),
+        "nsga2": lambda: PicklableNSGAIISampler(seed=search.seed),
         "random": lambda: optuna.samplers.RandomSampler(seed=search.seed),
     }
     hps = {k: v.model_dump() for k, v in search.hyperparameters.items()}

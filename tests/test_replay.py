@@ -48,13 +48,24 @@ def made_up_config(tmp_path: Path, **search) -> object:
     return validate_config(raw, "replay")
 
 
+def no_ray_init(monkeypatch: pytest.MonkeyPatch) -> bool:
+    """Make `ray.init` fail the test (the replay must not start or join Ray); whether Ray was
+    up before (earlier tests of the same process may have started it)."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the replay called ray.init")
+
+    monkeypatch.setattr(ray, "init", refuse)
+    return ray.is_initialized()
+
+
 def at(language: float, visual: float, budget: float = 0.5) -> dict[str, float]:
     return {"s_overall": budget, "s_language": language, "s_visual": visual, "s_cross": 0.0}
 
 
 @pytest.mark.ray
 def test_replay_proposes_what_a_real_sweep_proposed(
-    tiny_bench: Bench, tiny_stage1: Path, tmp_path: Path
+    tiny_bench: Bench, tiny_stage1: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A real sweep (training, Ray, in its own process): TPE after 2 start-up trials, ASHA, one
     # worker. Its own Parquet is the reference table (one seed: no noise), so the replay reports
@@ -73,8 +84,9 @@ def test_replay_proposes_what_a_real_sweep_proposed(
     table = ReferenceTable.load(run_dir, statuses=("finished", "early_stopped"))
     cfg = load_config(run_dir / "tickets.yaml")
 
+    ray_was_up = no_ray_init(monkeypatch)
     events = replay(cfg, table, concurrency=1, seed=cfg.search.seed)
-    assert not ray.is_initialized()
+    assert ray.is_initialized() == ray_was_up
     assert proposals(events) == trials[list(ALLOCATION)].to_dict("records")
     frame = events_frame(events)
     last = frame.groupby("trial").last()
@@ -158,7 +170,9 @@ def test_regret_is_zero_once_the_recommendation_is_the_lattice_best(tmp_path: Pa
     assert frame["regret"].isna().sum() == frame.index[frame["status"] == "finished"][0]
 
 
-def test_noisy_asynchronous_replay_is_seeded_and_keeps_its_limits(tmp_path: Path) -> None:
+def test_noisy_asynchronous_replay_is_seeded_and_keeps_its_limits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def landscape(language: float, visual: float, epoch: int, seed: int) -> tuple[float, float]:
         sel = 50 + 20 * language - 10 * visual + 3 * epoch + (4 * seed - 2) * epoch
         return sel, sel
@@ -167,10 +181,11 @@ def test_noisy_asynchronous_replay_is_seeded_and_keeps_its_limits(tmp_path: Path
     cfg = made_up_config(tmp_path, searcher="tpe", scheduler="asha", num_samples=30,
                          asha={"grace_period": 1, "reduction_factor": 2})  # fmt: skip
     cfg = cfg.model_copy(update={"pruning": cfg.pruning.model_copy(update={"epochs": 4})})
+    ray_was_up = no_ray_init(monkeypatch)
     events = replay(cfg, table, concurrency=3, seed=1, sizes=SIZES, max_trial_epochs=25)
     frame = events_frame(events)
     assert frame["trial_epochs"].tolist() == list(range(1, 26))
-    assert not ray.is_initialized()
+    assert ray.is_initialized() == ray_was_up
     # Never more than 3 trials report in one time unit, and every proposal meets eq. 10.
     assert frame.groupby("time")["trial"].nunique().max() <= 3
     kept = sum(frame[f"s_{g}"] * n for g, n in SIZES.items()) / sum(SIZES.values())

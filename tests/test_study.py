@@ -267,3 +267,26 @@ def test_a_saved_grid_keeps_its_passes_and_c4_applies_only_when_none_is_given() 
     assert saved["coarse_values"] is None and saved["fine_step"] == 0.05
     assert GridConfig().settings(0.7, bounds)["fine_step"] == 0.05
     assert GridConfig(fine_pass=False).settings(0.7, bounds)["fine_step"] is None
+
+
+def test_nsga2_sampler_pickles_as_tune_pickles_it() -> None:
+    """Tune cloudpickles the searcher with its sampler; Optuna 5.1's NSGA-II holds a thread
+    lock. The sweep's sampler survives the round trip, generation cache included, and samples
+    on with a lock of its own."""
+    from ray import cloudpickle
+
+    from search.study import PicklableNSGAIISampler
+
+    def objective(trial: optuna.Trial) -> tuple[float, float]:
+        x, y = trial.suggest_float("x", 0, 1), trial.suggest_float("y", 0, 1)
+        return x + y, x - y
+
+    sampler = PicklableNSGAIISampler(seed=0, population_size=4)
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+    study.optimize(objective, n_trials=6)
+    again = cloudpickle.loads(cloudpickle.dumps(sampler))
+    assert again._thread_lock is not sampler._thread_lock
+    assert again._cached_generation == sampler._cached_generation > 0
+    study.sampler = again
+    study.optimize(objective, n_trials=2)
+    assert len(study.trials) == 8
