@@ -352,6 +352,7 @@ def test_synth_unknown_choice(tmp_path: Path, option: str, value: str) -> None:
         (["--questions", "80", "--images", "10"], "--images 10 are too few: 200 questions need 25"),
         (["--images", "938"], "--images 938 are too few for the split sizes"),
         (["--test-fraction", "0"], "--test-fraction must be > 0, got 0.0"),
+        (["--answer-strength", "-1"], "--answer-strength must be > 0, got -1.0"),
     ],
 )
 def test_synth_impossible_settings(tmp_path: Path, args: list[str], needle: str) -> None:
