@@ -79,7 +79,8 @@ def check_columns(df: pd.DataFrame, objectives: Objectives) -> None:
 
 
 def load_trials(run_dir: Path, include_early_stopped: bool = False) -> pd.DataFrame:
-    """The finished (and, if asked, early-stopped) trials of `run_dir/trials.parquet`."""
+    """The finished (and, if asked, early-stopped) trials of `run_dir/trials.parquet`, without
+    confirmation runs (`search.confirm`)."""
     path = Path(run_dir) / "trials.parquet"
     if not path.is_file():
         raise InputError(
@@ -99,6 +100,8 @@ def load_trials(run_dir: Path, include_early_stopped: bool = False) -> pd.DataFr
         if "early_stopped" in df.columns:
             # A trial the scheduler stopped never saw its last epochs, whatever its status says.
             keep &= ~df["early_stopped"].fillna(False).astype(bool)
+    if "confirm_of" in df.columns:  # re-runs of a winner at fresh seeds: not a point of its own
+        keep &= df["confirm_of"].isna()
     return df[keep.fillna(False).to_numpy(dtype=bool)].reset_index(drop=True)
 
 

@@ -26,12 +26,16 @@ EPOCHS_FILE = "epochs.parquet"
 GROUPS = ("language", "visual", "cross")
 NUMBER_KEY = "optuna_number"
 """The trial config key where the searcher records the number of the trial's Optuna trial."""
+CONFIRM_KEY = "confirm_of"
+"""The trial config key (and trials.parquet column) of a confirmation run: the id of the search
+trial whose allocation it re-runs with a fresh training seed (`search.confirm`)."""
 
 F64, I64, STR, BOOL = pa.float64(), pa.int64(), pa.string(), pa.bool_()
 UTC = pa.timestamp("us", tz="UTC")
 _METRICS = ("overall", "yes_no", "number", "other")
 TRIAL_COLUMNS: dict[str, pa.DataType] = {
-    "trial_id": STR, "sweep": STR, "number": I64, "warm_start": STR, "status": STR,
+    "trial_id": STR, "sweep": STR, "number": I64, "warm_start": STR, "confirm_of": STR,
+    "status": STR,
     "early_stopped": BOOL, "error": STR, "retries": I64, "node": STR, "hostname": STR,
     "device": STR,
     "started_at": UTC, "ended_at": UTC, "wall_s": F64,
@@ -158,6 +162,8 @@ def trial_tables(
             **{f"hp_{h}": config.get(h) for h in hyperparameters},
             **(extra or {}),
         }
+        if CONFIRM_KEY in config:  # a confirmation run: its own training seed
+            row.update({CONFIRM_KEY: config[CONFIRM_KEY], "seed": config["seed"]})
         for key, value in result.items():
             if key.startswith(("realised_", "test_", "train_", "stage3_test")) or key in (
                 "remaining_params", "kept_epoch", "loss_stage2", "loss_stage3", "seed",

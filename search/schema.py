@@ -104,6 +104,16 @@ class GridConfig(BaseModel):
                 "fine_radius": self.fine_radius}  # fmt: skip
 
 
+class ConfirmConfig(BaseModel):
+    """Re-run the `top` best finished trials by the first metric with `seeds` fresh training seeds
+    each after the search, and rank them by the seed mean (search/confirm.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    top: int = Field(3, ge=1)
+    seeds: int = Field(2, ge=1)
+
+
 class FaultInjection(BaseModel):
     """For testing a cluster's fault handling: every trial fails after its `epoch`-th reported
     epoch, by raising (`raise`) or by its process exiting (`exit`), on its first `times`
@@ -153,6 +163,9 @@ class SearchConfig(BaseModel):
     asha: AshaConfig = AshaConfig()
     grid: GridConfig = GridConfig()
     failure: FailureConfig = FailureConfig()
+    confirm: ConfirmConfig | None = None
+    """After the search, `top` winners re-run with `seeds` fresh training seeds each (their
+    trial-epochs come on top of the search's); None: no confirmation."""
     snapshot_s: float = Field(2.0, gt=0)
     """Seconds between experiment snapshots (what a resume after a crash starts from)."""
     checkpoint_every: int = Field(1, ge=1)
@@ -212,6 +225,9 @@ class SearchConfig(BaseModel):
         if self.hyperparameters and self.searcher == "grid":
             raise ValueError("hyperparameters: the grid searches the allocation only; set them "
                              "in the pruning: block")  # fmt: skip
+        if self.confirm is not None and "seed" in self.hyperparameters:
+            raise ValueError("confirm: re-runs winners with fresh seeds; `seed` cannot also be "
+                             "a searched hyperparameter")  # fmt: skip
         if len(set(self.warm_start)) != len(self.warm_start):
             raise ValueError(f"warm_start: {self.warm_start} names one sweep twice")
         if len(set(self.loggers)) != len(self.loggers):

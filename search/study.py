@@ -23,7 +23,7 @@ from ray import tune
 from ray.tune.search.optuna import OptunaSearch
 
 from search.driver import RUN_DIRS, current_run_dir
-from search.results import NUMBER_KEY
+from search.results import CONFIRM_KEY, NUMBER_KEY
 from search.space import distributions, unit_coordinates
 
 STUDY_FILE = "study.db"
@@ -208,6 +208,8 @@ class GridStudyRecorder(tune.Callback):
         return open_study(current_run_dir(self.run_dir), self.name, self.metrics, self.modes)
 
     def _record(self, trial: Any, failed: bool) -> None:
+        if CONFIRM_KEY in (trial.config or {}):
+            return  # a confirmation run (search.confirm) is not a point of the grid
         study = self._study()
         # Recorded once; a failed trial that a resume retried is recorded again when it ends.
         if any(t.user_attrs.get("trial_id") == trial.trial_id

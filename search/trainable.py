@@ -25,6 +25,7 @@ from ray import tune
 from models.vqa_model import describe_device, pick_device
 from pruning.train import prune
 from search.config import validate_config
+from search.results import CONFIRM_KEY
 
 TIME_ATTR = "epochs_done"
 """Reported epochs of stages 2 and 3 together: the time axis of ASHA."""
@@ -44,6 +45,8 @@ def trial_run_config(base: dict[str, Any], config: dict[str, Any]) -> dict[str, 
             for part in parents:
                 node = node.setdefault(part, {})
             node[leaf] = config[name]
+    if CONFIRM_KEY in config:  # a confirmation run re-trains the allocation with a fresh seed
+        pruning["seed"] = int(config["seed"])
     for key in ("hyperparameters", "inject", "checkpoint_every"):  # the sweep's, not the run's
         raw.pop(key, None)
     return raw
@@ -136,7 +139,7 @@ def trial_log(trial_dir: Path, resumed_from: int, raw: dict[str, Any]) -> Callab
 
     p = raw["pruning"]
     log(f"allocation: language {p['language']:.4f}, visual {p['visual']:.4f}, cross "
-        f"{p['cross']:.4f} at s {p['sparsity']:.4f}; "
+        f"{p['cross']:.4f} at s {p['sparsity']:.4f}, seed {p.get('seed', 0)}; "
         + (f"restarted after epoch {resumed_from}" if resumed_from else "new trial"))  # fmt: skip
     return log
 

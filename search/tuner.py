@@ -32,6 +32,7 @@ from ray.tune.search import ConcurrencyLimiter, SearchGenerator
 from ray.tune.stopper import Stopper
 
 from search.config import RunConfig, dump_config, load_config
+from search.confirm import ConfirmingASHA, ConfirmingSearcher, confirmed_text
 from search.driver import (
     ENDED,
     RUN_DIRS,
@@ -47,7 +48,14 @@ from search.dry_run import check_before_writing, model_sizes, most_epochs, sweep
 from search.pareto import SWEEP_REPORT, pareto_report
 from search.progress import EpochLines
 from search.remote import RunFilesUpload, check_storage, is_uri, upload_run_files
-from search.results import TRIAL_COLUMNS, ResultsCallback, linked, trial_tables, write_tables
+from search.results import (
+    CONFIRM_KEY,
+    TRIAL_COLUMNS,
+    ResultsCallback,
+    linked,
+    trial_tables,
+    write_tables,
+)
 from search.space import make_space, startup_trials, uniform_points
 from search.study import (  # noqa: F401  (StudyStorage, AllocationSearch: old sweeps' pickles)
     STUDY_FILE,
@@ -156,9 +164,10 @@ def build_scheduler(cfg: RunConfig):
     # max_t one past the longest trial's last epoch: ASHA stops a trial that reaches max_t, which
     # would cut off the final report (test metrics, `trial_complete`) that follows it, and with
     # a searched `epochs` a longer trial than `pruning.epochs` would be cut short.
-    return ASHAScheduler(time_attr=TIME_ATTR, metric=search.metrics[0], mode=search.modes[0],
-                         max_t=epochs + 1, grace_period=min(search.asha.grace_period, epochs),
-                         reduction_factor=search.asha.reduction_factor)  # fmt: skip
+    asha = ASHAScheduler if search.confirm is None else ConfirmingASHA
+    return asha(time_attr=TIME_ATTR, metric=search.metrics[0], mode=search.modes[0],
+                max_t=epochs + 1, grace_period=min(search.asha.grace_period, epochs),
+                reduction_factor=search.asha.reduction_factor)  # fmt: skip
 
 
 def _base(cfg: RunConfig) -> dict[str, Any]:
@@ -288,6 +297,11 @@ def run_search(cfg: RunConfig, name: str | None, address: str | None,
     searcher = build_searcher(cfg, sizes, run_dir, warm)
     # The grid ends the sweep itself (Searcher.FINISHED); num_samples only has to be large enough.
     num_samples = searcher.max_trials() if search.searcher == "grid" else search.num_samples
+    if search.confirm is not None:
+        searcher = ConfirmingSearcher(searcher, search_trials=num_samples, top=search.confirm.top,
+                                      seeds=search.confirm.seeds, base_seed=cfg.pruning.seed,
+                                      metric=search.metric, mode=search.mode)  # fmt: skip
+        num_samples = searcher.total_trials
     limited = ConcurrencyLimiter(searcher, max_concurrent=search.max_concurrent_trials)
     tuner = tune.Tuner(
         _trainable(cfg),
@@ -493,6 +507,10 @@ def resume_search(run_dir: Path, address: str | None, echo: Callable[[str], None
     if num_samples is not None:
         if cfg.search.searcher == "grid":
             raise InputError("search.num_samples: the grid plans its own trials; it cannot grow")
+        if cfg.search.confirm is not None and num_samples > cfg.search.num_samples:
+            raise InputError("search.num_samples: a sweep with search.confirm cannot grow (its "
+                             "confirmation runs follow its last trial); start a new sweep with "
+                             f"search.warm_start: [{run_dir}]")  # fmt: skip
         if num_samples < cfg.search.num_samples:
             raise InputError(f"search.num_samples: {num_samples} is below the sweep's "
                              f"{cfg.search.num_samples}; a resume only adds trials")  # fmt: skip
@@ -505,7 +523,7 @@ def resume_search(run_dir: Path, address: str | None, echo: Callable[[str], None
     grows = num_samples is not None and num_samples > cfg.search.num_samples
     failed = sweep_outcome(run_dir).failed
     count = len(experiment_analysis(run_dir, cfg).trials)
-    short = cfg.search.searcher != "grid" and count < cfg.search.num_samples
+    short = cfg.search.searcher != "grid" and count < total_trials(cfg)
     if record["state"] in ENDED and not (grows or failed or short):
         echo(f"{run_dir}: the sweep is finished ({count} trials); nothing to resume "
              f"(more trials: tickets resume {run_dir} search.num_samples=N)")  # fmt: skip
@@ -528,7 +546,7 @@ def resume_search(run_dir: Path, address: str | None, echo: Callable[[str], None
             raise InputError(f"{run_dir}: this sweep was started by an older tickets, whose "
                              "saved searcher cannot take more trials")  # fmt: skip
         # tickets.yaml holds the count the sweep is to reach, also after a growth cut short.
-        EXTEND_TO[cfg.search.name] = num_samples if grows else cfg.search.num_samples
+        EXTEND_TO[cfg.search.name] = num_samples if grows else total_trials(cfg)
     if grows:
         cfg = cfg.model_copy(update={"search": cfg.search.model_copy(
             update={"num_samples": num_samples})})  # fmt: skip
@@ -540,6 +558,12 @@ def resume_search(run_dir: Path, address: str | None, echo: Callable[[str], None
     finally:
         EXTEND_TO.pop(cfg.search.name, None)
     return run_dir
+
+
+def total_trials(cfg: RunConfig) -> int:
+    """Trials an Optuna sweep runs in all: `search.num_samples`, plus its confirmation runs."""
+    confirm = cfg.search.confirm
+    return cfg.search.num_samples + (confirm.top * confirm.seeds if confirm else 0)
 
 
 def collect(run_dir: Path) -> tuple[Any, Any]:
@@ -629,12 +653,16 @@ def best_trials_text(cfg: RunConfig, trials, top: int = 5) -> str:
     metric, mode = cfg.search.metrics[0], cfg.search.modes[0]
     if trials.empty or metric not in trials:
         return "no finished trials"
-    done = trials[trials["status"] == "finished"].sort_values(metric, ascending=mode == "min")
-    counts = trials["status"].value_counts().to_dict()
+    searched = trials[trials[CONFIRM_KEY].isna()] if CONFIRM_KEY in trials else trials
+    done = searched[searched["status"] == "finished"].sort_values(metric, ascending=mode == "min")
+    counts = searched["status"].value_counts().to_dict()
     lines = [f"trials: {', '.join(f'{k} {v}' for k, v in counts.items())}"]
+    if len(searched) < len(trials):
+        lines[0] += f"; confirmation runs: {len(trials) - len(searched)}"
     for _, row in done.head(top).iterrows():
         test = f", test {row['test_overall']:.2f}" if "test_overall" in row else ""
         lines.append(f"  {row['trial_id']}: L {row['s_language']:.3f} / V {row['s_visual']:.3f} / "
                      f"X {row['s_cross']:.3f} (s {row['s_overall']:.2f}): {metric} "
                      f"{row[metric]:.2f}{test}")  # fmt: skip
-    return "\n".join(lines)
+    confirmation = confirmed_text(trials, metric, mode)
+    return "\n".join(lines + ([confirmation] if confirmation else []))

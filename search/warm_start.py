@@ -67,6 +67,8 @@ def read_source(run_dir: Path) -> tuple[RunConfig, pd.DataFrame]:
     keep = trials["status"] == "finished"
     if "early_stopped" in trials:
         keep &= ~trials["early_stopped"].fillna(False).astype(bool)
+    if "confirm_of" in trials:  # its confirmation runs repeat allocations it searched
+        keep &= trials["confirm_of"].isna()
     return cfg, trials[keep.fillna(False).to_numpy(dtype=bool)].reset_index(drop=True)
 
 
