@@ -108,6 +108,15 @@ REGIMES: dict[str, dict[str, dict[str, Any]]] = {
     "paper-faint40-p16x2": _merge(_PAPER, {"synth": {"noise": 1.0, "answer_strength": 0.4,
                                                      "images": 3400, "pretrain_fraction": 2.0},
                                            "pretrain": {"epochs": 16}}),
+    # the answer two hops away (`answer_hops` 2): a type's boxes hold a link code, the answer sits
+    # in other boxes with the same link, so the visual encoder's self-attention must relate
+    # boxes before the single cross-modal layer can read the answer (lxmert's visual encoder
+    # relates objects); two boxes per hop keep 8 x 2 x 2 + 2 = 34 of the 36 boxes
+    "paper-hop2": _merge(_PAPER, {"synth": {"noise": 1.0, "answer_hops": 2, "answer_boxes": 2}}),
+    # the same with links drawn from 8 fixed codes (one per type, permuted per image): the
+    # visual encoder's attention must learn to match 8 directions, not any random vector
+    "paper-hop2-l8": _merge(_PAPER, {"synth": {"noise": 1.0, "answer_hops": 2, "answer_boxes": 2,
+                                               "link_codes": 8}}),
     # a smoke test of this script, not a regime: minutes, not hours
     "smoke": {"synth": {"questions": 600, "images": 300, "feature_dim": 16},
               "pretrain": {"epochs": 1}, "finetune": {"epochs": 1}, "pruning": {"epochs": 1}},

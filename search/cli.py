@@ -95,6 +95,20 @@ def synth(
         float,
         typer.Option(help="Scale of a box's answer code against its type code (1: equal)."),
     ] = 1.0,
+    answer_hops: Annotated[
+        int,
+        typer.Option(
+            help="1: a type's boxes hold its answer; 2: they hold a link, and the answer sits in "
+            "other boxes with the same link (the visual encoder must relate boxes)."
+        ),
+    ] = 1,
+    link_codes: Annotated[
+        int,
+        typer.Option(
+            help="With --answer-hops 2: 0 (a fresh random link per image and type), or n >= 8 "
+            "fixed link codes each image draws its links from."
+        ),
+    ] = 0,
     bias: Annotated[
         float, typer.Option(help="Share of answers that follow the planted shortcut.")
     ] = 0.8,
@@ -128,6 +142,8 @@ def synth(
         answer_boxes=answer_boxes,
         noise=noise,
         answer_strength=answer_strength,
+        answer_hops=answer_hops,
+        link_codes=link_codes,
         bias=bias,
         test_answers=test_answers,
         test_fraction=test_fraction,

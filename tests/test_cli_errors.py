@@ -353,6 +353,15 @@ def test_synth_unknown_choice(tmp_path: Path, option: str, value: str) -> None:
         (["--images", "938"], "--images 938 are too few for the split sizes"),
         (["--test-fraction", "0"], "--test-fraction must be > 0, got 0.0"),
         (["--answer-strength", "-1"], "--answer-strength must be > 0, got -1.0"),
+        (
+            ["--answer-hops", "2"],
+            "--answer-boxes 3 needs 50 boxes per image (8 question types x "
+            "3 x 2 hops + 2 key objects), have 36",
+        ),
+        (
+            ["--answer-hops", "2", "--answer-boxes", "2", "--link-codes", "4"],
+            "--link-codes must be 0 or at least 8, got 4",
+        ),
     ],
 )
 def test_synth_impossible_settings(tmp_path: Path, args: list[str], needle: str) -> None:

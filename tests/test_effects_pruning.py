@@ -84,9 +84,11 @@ def test_lmh_mask_training_beats_the_full_bce_model_out_of_distribution(
 
 ALLOCATION_PRUNING = {**FIGURE2_PRUNING, "sparsity": 0.7}
 # (language, visual) sparsity; cross follows from eq. 10. Chosen from an exploration on the
-# effect seeds (docs/BENCHMARKS.md): the uniform triple, one that prunes the visual side hardest
-# and one that prunes the language side hardest.
-ALLOCATIONS = {"uniform": (0.7, 0.7), "visual-heavy": (0.3, 0.99), "language-heavy": (0.99, 0.3)}
+# effect seeds (docs/BENCHMARKS.md): the uniform triple and one that prunes the language side
+# hardest. The visual-heavy triple (0.3, 0.99) it also ran scored within 0.3 points of uniform
+# (seed means 40.6 and 40.9) and so never decided the assertion; it was dropped to keep the
+# suite within 30 minutes.
+ALLOCATIONS = {"uniform": (0.7, 0.7), "language-heavy": (0.99, 0.3)}
 
 
 @pytest.mark.slow
@@ -96,7 +98,8 @@ def test_the_allocation_matters_at_s07(stage1_runs: list[Stage1Run]) -> None:
     each seed's BCE stage-1 model).
 
     Measured on the development machine on the calibrated benchmark (docs/CALIBRATION.md):
-    uniform 40.9, visual-heavy 40.6, language-heavy 18.9 (seed means). On the earlier data and
+    uniform 40.9, visual-heavy (0.3, 0.99; no longer run) 40.6, language-heavy 18.9 (seed
+    means). On the earlier data and
     tokenizer (docs/BENCHMARKS.md) language-light (0.1, 0.9) and visual-light (0.9, 0.1) were too
     close to uniform to hold in every run, so the test leans on the language-heavy gap."""
     from pruning.train import prune

@@ -206,6 +206,56 @@ def test_answer_strength_scales_only_the_answer_code(tmp_path: Path) -> None:
         SynthSpec(answer_strength=0.0).check()
 
 
+def test_answer_hops_2_puts_the_answer_one_link_away_from_the_type(tmp_path: Path) -> None:
+    """With `answer_hops` 2 a type's boxes hold code(type) + a link, and as many other boxes hold
+    that link + the answer's code shared by all types; the questions and answers are those of
+    `answer_hops` 1 with the same seed, whose boxes show each slot's answer directly."""
+    import h5py
+
+    feats = {}
+    for hops in (1, 2):
+        spec = SynthSpec(
+            questions=400, images=200, feature_dim=32, noise=0.0, answer_boxes=2, answer_hops=hops
+        )
+        generate(spec, tmp_path / str(hops))
+        with h5py.File(tmp_path / str(hops) / "features.h5") as f:
+            feats[hops] = f["features"][:20].astype(np.float64)  # (20, K, D)
+    world = _World(spec, np.random.default_rng(spec.seed))
+    direct = (world.type_code[:, None] + world.answer_code) / np.sqrt(2)  # (types, 6, D)
+    dist = np.abs(feats[1][:, :, None, None, :] - direct[None, None]).max(-1)  # (20, K, 8, 6)
+    for img in range(20):
+        for t in range(len(QUESTION_TYPES)):
+            (a,) = set(np.nonzero(dist[img, :, t].min(0) < 1e-5)[0])  # the slot's answer
+            links = np.sqrt(2) * feats[2][img] - world.type_code[t]  # (K, D) if a type box
+            answers = np.sqrt(2) * feats[2][img] - world.answer_code[0, a]  # (K, D) if linked
+            match = np.abs(links[:, None] - answers[None]).max(-1) < 1e-4  # (K, K)
+            type_boxes, answer_boxes = np.nonzero(match)
+            assert len(set(type_boxes)) == 2 and len(set(answer_boxes)) == 2, (img, t)
+            assert not set(type_boxes) & set(answer_boxes)
+    # no box holds code(type) + code(type, answer): an answer box does not name its type
+    hop2 = np.abs(feats[2][:, :, None, None, :] - direct[None, None]).max(-1)
+    assert hop2.min() > 0.1
+    for name in ("vqacp_v2_train_annotations.json", "vqacp_v2_test_questions.json"):
+        assert (tmp_path / "1" / name).read_bytes() == (tmp_path / "2" / name).read_bytes()
+    # With 8 link codes every image's 8 type boxes carry the 8 codes, each once.
+    spec = SynthSpec(questions=400, images=200, feature_dim=32, noise=0.0, answer_boxes=2,
+                     answer_hops=2, link_codes=8)  # fmt: skip
+    generate(spec, tmp_path / "l8")
+    with h5py.File(tmp_path / "l8" / "features.h5") as f:
+        boxes = f["features"][:20].astype(np.float64)
+    codes = np.random.default_rng([spec.seed, 2]).standard_normal((8, 32))
+    typed = (world.type_code[:, None] + codes[None]) / np.sqrt(2)  # (types, links, D)
+    hit = np.abs(boxes[:, :, None, None] - typed[None, None]).max(-1) < 1e-5  # (20, K, 8, 8)
+    assert (hit.sum((1, 3)) == 2).all()  # two boxes per type
+    assert (hit.any(1).sum(1) == 1).all() and (hit.any(1).sum(2) == 1).all()  # a permutation
+    with pytest.raises(InputError, match="--link-codes must be 0 or at least 8, got 3"):
+        SynthSpec(link_codes=3).check()
+    with pytest.raises(InputError, match="--answer-hops must be 1 or 2, got 3"):
+        SynthSpec(answer_hops=3).check()
+    with pytest.raises(InputError, match="needs 50 boxes per image"):
+        SynthSpec(answer_hops=2).check()
+
+
 def test_synth_command_defaults_are_the_spec_defaults() -> None:
     """`tickets data synth` with no options writes the benchmark SynthSpec() describes."""
     import inspect

@@ -148,6 +148,15 @@ class SynthSpec:
     # 1 a box's answer is a faint signal spread over every feature dimension, which only a dense
     # visual projection integrates above the noise (docs/CALIBRATION.md).
     answer_strength: float = 1.0
+    # 1: a type's answer boxes hold code(type) + code(answer). 2: they hold code(type) + a link
+    # code drawn per image and type, and as many other boxes hold that link + code(answer), the
+    # answer codes shared by every type; a question's answer is then found only by relating two
+    # boxes, which the visual encoder's self-attention must do before the cross-modal layers can
+    # read it (lxmert's object-relationship encoder; docs/CALIBRATION.md).
+    answer_hops: int = 1
+    # With answer_hops 2: 0 draws a fresh random link code per image and type; n >= 8 draws each
+    # image's links from n fixed codes (distinct within the image), fewer directions to learn.
+    link_codes: int = 0
 
     def asked_type_ids(self, split: str) -> list[int]:
         """Indices into QUESTION_TYPES of the types `split` asks (`pretrain` may ask half)."""
@@ -192,15 +201,21 @@ class SynthSpec:
             raise InputError(f"--test-fraction must be > 0, got {self.test_fraction}")
         if self.answer_strength <= 0:
             raise InputError(f"--answer-strength must be > 0, got {self.answer_strength}")
+        if self.answer_hops not in (1, 2):
+            raise InputError(f"--answer-hops must be 1 or 2, got {self.answer_hops}")
+        if self.link_codes != 0 and self.link_codes < len(QUESTION_TYPES):
+            raise InputError(f"--link-codes must be 0 or at least 8, got {self.link_codes}")
         if self.pretrain_types not in ("all", "half"):
             raise InputError(f"--pretrain-types must be all or half, got '{self.pretrain_types}'")
         if not 0.0 <= self.agreement <= 1.0:
             raise InputError(f"--agreement must be in [0, 1], got {self.agreement}")
-        needed = len(QUESTION_TYPES) * self.answer_boxes + 2
+        needed = len(QUESTION_TYPES) * self.answer_boxes * self.answer_hops + 2
         if needed > self.num_boxes:
+            hops = f" x {self.answer_hops} hops" if self.answer_hops > 1 else ""
             raise InputError(
                 f"--answer-boxes {self.answer_boxes} needs {needed} boxes per image "
-                f"(8 question types x {self.answer_boxes} + 2 key objects), have {self.num_boxes}"
+                f"(8 question types x {self.answer_boxes}{hops} + 2 key objects), "
+                f"have {self.num_boxes}"
             )
         sizes = self.split_sizes()
         asked = len(self.asked_type_ids("pretrain"))
@@ -423,15 +438,28 @@ def _render(
     m, k, d = spec.images, spec.num_boxes, spec.feature_dim
     n_types = len(QUESTION_TYPES)
     feats = world.background_code[rng.integers(NUM_BACKGROUND_CODES, size=(m, k))]
+    # links come from a generator of their own, so the questions and answers stay those of hops 1
+    link_rng = np.random.default_rng([spec.seed, 2])
+    link_code = link_rng.standard_normal((spec.link_codes, d))
     for img in range(m):
         pos = rng.permutation(k)
+        if spec.link_codes:
+            links = link_code[link_rng.choice(spec.link_codes, n_types, replace=False)]
         j = 0
         for t in range(n_types):
-            answer = spec.answer_strength * world.answer_code[t, slot_answer[img, t]]
-            code = (world.type_code[t] + answer) / np.sqrt(2)
-            for _ in range(spec.answer_boxes):
-                feats[img, pos[j]] = code
-                j += 1
+            if spec.answer_hops == 1:
+                answer = spec.answer_strength * world.answer_code[t, slot_answer[img, t]]
+                codes = [(world.type_code[t] + answer) / np.sqrt(2)]
+            else:
+                # type 0's answer codes stand for every type's, so an answer box does not tell
+                # which type it answers: only its link to a type box does
+                answer = spec.answer_strength * world.answer_code[0, slot_answer[img, t]]
+                link = links[t] if spec.link_codes else link_rng.standard_normal(d)
+                codes = [(world.type_code[t] + link) / np.sqrt(2), (link + answer) / np.sqrt(2)]
+            for code in codes:
+                for _ in range(spec.answer_boxes):
+                    feats[img, pos[j]] = code
+                    j += 1
         for o in key_objects[img]:
             feats[img, pos[j]] = world.object_code[o]
             j += 1
