@@ -229,6 +229,11 @@ class ReferenceTable:
         runs = land.deviations[near]
         return runs[min(int(draw * len(runs)), len(runs) - 1)]
 
+    def runs(self, allocation: Mapping[str, Any]) -> int:
+        """How many runs (seeds) the table has at the lattice point nearest `allocation`."""
+        land, near, _ = self._values(allocation)
+        return len(land.deviations[near])
+
     def points(self) -> pd.DataFrame:
         """The lattice: one row per measured allocation with its `true_quality` and `runs`."""
         rows = []
@@ -290,11 +295,15 @@ class ReplayEvent:
     """`running`, `finished` (its last epoch) or `early_stopped` (stopped by the scheduler)."""
     recommended: dict[str, float] | None
     """The best finished trial's allocation by its final selection metric (the first to finish
-    among equals), as the sweep's summary ranks them; None before any trial finished."""
+    among equals), as the sweep's summary ranks them; once a confirmation run (`search.confirm`)
+    has finished, the confirmed allocation of best mean over its finished re-runs; None before
+    any trial finished."""
     quality: float
     """The recommendation's true quality (%), NaN when there is none."""
     regret: float
     """The table's best true quality at the sweep's budgets minus `quality` (points)."""
+    confirm_of: int | None = None
+    """For a confirmation run (`search.confirm`), the place of the trial it re-runs."""
 
 
 @dataclass
@@ -305,6 +314,8 @@ class _Trial:
     values: np.ndarray  # epochs × metrics, what it reports
     epochs: int
     epoch: int = 0
+    config: dict[str, Any] | None = None  # what a scheduler reads (ConfirmingASHA: confirm_of)
+    rank: float = 0.0  # the draw of its seed's deviation
 
 
 def replay(cfg: Any, table: ReferenceTable, *, concurrency: int, seed: int,
@@ -316,13 +327,17 @@ def replay(cfg: Any, table: ReferenceTable, *, concurrency: int, seed: int,
     its allocation plus (`noise`) the deviation of one seed, drawn per trial. Ends after
     `search.num_samples` trials (the grid: its own end) or `max_trial_epochs` trial-epochs.
     `sizes`: the model's group sizes (default: read from `pruning.checkpoint`). Stage 2 only
-    (a stage-3 block's epochs are not replayed); warm starts (`search.warm_start`) neither."""
+    (a stage-3 block's epochs are not replayed); warm starts (`search.warm_start`) neither.
+    With `search.confirm` the re-runs follow as in a sweep, each with the deviation of the
+    table's next run after its source's (seed + j: the j-th next, wrapping around), so a
+    re-run is another seed than the trial it confirms wherever the table has more than one."""
     from ray.tune.schedulers import TrialScheduler
     from ray.tune.search import ConcurrencyLimiter, Searcher
 
     from search.dry_run import model_sizes, sweep_budgets
+    from search.results import CONFIRM_KEY
     from search.study import TIME_ATTR, open_study
-    from search.tuner import build_scheduler, build_searcher
+    from search.tuner import build_scheduler, build_searcher, with_confirmation
 
     if cfg.pruning is None or cfg.search is None:
         raise ValueError("the config needs 'pruning:' and 'search:' blocks")
@@ -358,6 +373,9 @@ def replay(cfg: Any, table: ReferenceTable, *, concurrency: int, seed: int,
                 open_study(run_dir, run_dir.name, search.metrics, search.modes)
             searcher = build_searcher(cfg, sizes, run_dir)
             num_samples = searcher.max_trials() if search.searcher == "grid" else search.num_samples
+            searcher, num_samples = with_confirmation(cfg, searcher, num_samples)
+            by_id: dict[str, _Trial] = {}
+            confirmed: dict[str, list[float]] = {}  # search trial id -> its re-runs' values
             limiter = ConcurrencyLimiter(searcher, max_concurrent=concurrency)
             scheduler = build_scheduler(cfg)
             events: list[ReplayEvent] = []
@@ -384,9 +402,17 @@ def replay(cfg: Any, table: ReferenceTable, *, concurrency: int, seed: int,
                                          f"has epochs {table.epochs}")  # fmt: skip
                     curve = table.curve(allocation).to_numpy()
                     draw = rng.random()  # drawn whether or not used: one stream per seed
+                    source = by_id.get(config.get(CONFIRM_KEY, ""))
+                    if source is not None:  # a fresh seed: the next runs after the source's
+                        fresh = int(config["seed"]) - cfg.pruning.seed
+                        runs = table.runs(allocation)
+                        draw = (source.rank + fresh / runs) % 1.0
                     if noise:
                         curve = curve + table.deviation(allocation, draw)
-                    trial = _Trial(trial_id, created, allocation, curve[:epochs], epochs)
+                    trial = _Trial(trial_id, created, allocation, curve[:epochs], epochs,
+                                   config={k: v for k, v in config.items() if k == CONFIRM_KEY},
+                                   rank=draw)  # fmt: skip
+                    by_id[trial_id] = trial
                     scheduler.on_trial_add(None, trial)
                     heapq.heappush(heap, (now + 1, next(order), trial))
                     created += 1
@@ -418,9 +444,17 @@ def replay(cfg: Any, table: ReferenceTable, *, concurrency: int, seed: int,
                             limiter.on_trial_result(trial.trial_id, final)
                         end(trial, final)  # Tune's duplicate last result, `done`
                         value = final[metric]
-                        better = recommended is None or sign * value > sign * recommended[0]
-                        if math.isfinite(value) and better:
-                            recommended = (value, trial.allocation)
+                        source = by_id.get((trial.config or {}).get(CONFIRM_KEY, ""))
+                        if source is not None:
+                            # after confirmation: the best by the mean of its fresh seeds
+                            confirmed.setdefault(source.trial_id, []).append(value)
+                            means = {t: float(np.mean(v)) for t, v in confirmed.items()}
+                            top = max(means, key=lambda t: sign * means[t])
+                            recommended = (means[top], by_id[top].allocation)
+                        elif not confirmed:
+                            better = recommended is None or sign * value > sign * recommended[0]
+                            if math.isfinite(value) and better:
+                                recommended = (value, trial.allocation)
                     else:
                         heapq.heappush(heap, (now + 1, next(order), trial))
                 quality = table.true_quality(recommended[1]) if recommended else math.nan
@@ -429,7 +463,9 @@ def replay(cfg: Any, table: ReferenceTable, *, concurrency: int, seed: int,
                     epoch=trial.epoch, allocation=dict(trial.allocation),
                     value=result[metric], status=status,
                     recommended=dict(recommended[1]) if recommended else None,
-                    quality=quality, regret=best - quality))  # fmt: skip
+                    quality=quality, regret=best - quality,
+                    confirm_of=by_id[trial.config[CONFIRM_KEY]].number
+                    if trial.config and CONFIRM_KEY in trial.config else None))  # fmt: skip
                 if status != "running":
                     start(now)
         finally:

@@ -118,6 +118,18 @@ def build_searcher(cfg: RunConfig, sizes: dict[str, int], run_dir: Path,
     )
 
 
+def with_confirmation(cfg: RunConfig, searcher: Any, num_samples: int) -> tuple[Any, int]:
+    """(`searcher`, `num_samples`) with `search.confirm`'s re-runs after the search's
+    `num_samples` trials (a `ConfirmingSearcher` and the total), unchanged without it."""
+    search = cfg.search
+    if search.confirm is None:
+        return searcher, num_samples
+    confirming = ConfirmingSearcher(searcher, search_trials=num_samples, top=search.confirm.top,
+                                    seeds=search.confirm.seeds, base_seed=cfg.pruning.seed,
+                                    metric=search.metric, mode=search.mode)  # fmt: skip
+    return confirming, confirming.total_trials
+
+
 def _same_point(point: dict[str, Any], warm: WarmPoint, tol: float = 1e-6) -> bool:
     """Whether a uniform point is a warm-start point of the same budget (the earlier sweep's
     uniform trial): an allocation mapped from another budget does not stand for this one's."""
@@ -297,11 +309,7 @@ def run_search(cfg: RunConfig, name: str | None, address: str | None,
     searcher = build_searcher(cfg, sizes, run_dir, warm)
     # The grid ends the sweep itself (Searcher.FINISHED); num_samples only has to be large enough.
     num_samples = searcher.max_trials() if search.searcher == "grid" else search.num_samples
-    if search.confirm is not None:
-        searcher = ConfirmingSearcher(searcher, search_trials=num_samples, top=search.confirm.top,
-                                      seeds=search.confirm.seeds, base_seed=cfg.pruning.seed,
-                                      metric=search.metric, mode=search.mode)  # fmt: skip
-        num_samples = searcher.total_trials
+    searcher, num_samples = with_confirmation(cfg, searcher, num_samples)
     limited = ConcurrencyLimiter(searcher, max_concurrent=search.max_concurrent_trials)
     tuner = tune.Tuner(
         _trainable(cfg),

@@ -202,3 +202,39 @@ def test_noisy_asynchronous_replay_is_seeded_and_keeps_its_limits(
     quiet = events_frame(replay(cfg, table, concurrency=3, seed=1, sizes=SIZES,
                                 max_trial_epochs=25, noise=False))  # fmt: skip
     assert quiet.loc[quiet["trial"] == 0, "value"].tolist() == mean[: (quiet["trial"] == 0).sum()]
+
+
+def test_replayed_confirmation_reruns_the_best_at_other_seeds_and_recommends_by_their_mean(
+    tmp_path: Path,
+) -> None:
+    # Seed 1 flatters allocations with little language sparsity by 6 points, seed 0 does not:
+    # a trial that drew seed 1 can win the search and lose its confirmation, which draws the
+    # other seed.
+    def landscape(language: float, visual: float, epoch: int, seed: int) -> tuple[float, float]:
+        sel = 50 + 10 * language + epoch + (6 * (1 - language) if seed else 0)
+        return sel, 50 + 10 * language
+
+    table = ReferenceTable(lattice_rows(landscape, seeds=(0, 1)))
+    cfg = made_up_config(tmp_path, searcher="random", scheduler="asha", num_samples=8,
+                         asha={"grace_period": 1}, confirm={"top": 2, "seeds": 3})  # fmt: skip
+    frame = events_frame(replay(cfg, table, concurrency=2, seed=3, sizes=SIZES))
+    runs = frame[frame["confirm_of"].notna()]
+    search = frame[frame["confirm_of"].isna()]
+    assert runs["trial"].nunique() == 6 and search["trial"].nunique() == 8
+    assert runs["time"].min() > search["time"].max()  # after every search trial ended
+    assert (runs.groupby("trial")["epoch"].max() == 2).all()  # ASHA stopped none
+    final = search[search["status"] == "finished"].groupby("trial")["value"].last()
+    sources = sorted(set(runs["confirm_of"].astype(int)))
+    assert sources == sorted(final.sort_values(ascending=False).index[:2])
+    # The re-runs' seeds are the 1st, 2nd and 3rd run after the source's, of the point's 2:
+    # the other seed, the source's own, the other again (the two differ: language < 1).
+    for source in sources:
+        ends = runs[(runs["confirm_of"] == source) & (runs["status"] == "finished")]
+        values = ends.sort_values("trial")["value"].tolist()
+        assert len(values) == 3 and values[0] == values[2] != values[1]
+        assert values[1] == final[source]
+    last = frame.iloc[-1]
+    means = runs[runs["status"] == "finished"].groupby("confirm_of")["value"].mean()
+    winner = frame.loc[frame["trial"] == int(means.idxmax())].iloc[0]
+    assert last["rec_s_language"] == winner["s_language"]
+    assert last["quality"] == table.true_quality(at(winner["s_language"], winner["s_visual"]))
