@@ -52,7 +52,7 @@ def test_confirmation_reruns_the_winners_with_fresh_seeds_and_survives_an_interr
                           max_concurrent_trials=2, scheduler="asha",
                           confirm={"top": 2, "seeds": 2})  # fmt: skip
     run_dir = tmp_path / "runs" / "sweep"
-    cmd = [TICKETS, "search", str(config), "pruning.epochs=6"]
+    cmd = [TICKETS, "search", str(config), "pruning.epochs=4"]
     proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 600
     while time.time() < deadline and proc.poll() is None and not _confirmation_running(run_dir):
@@ -82,7 +82,7 @@ def test_confirmation_reruns_the_winners_with_fresh_seeds_and_survives_an_interr
     assert sorted(zip(runs["confirm_of"], runs["seed"], strict=True)) == sorted(
         (t, s) for t in top for s in (1, 2)
     )
-    assert (runs["epochs"] == 6).all() and not runs["early_stopped"].any()  # ASHA let them run
+    assert (runs["epochs"] == 4).all() and not runs["early_stopped"].any()  # ASHA let them run
     by_id = trials.set_index("trial_id")
     for _, run in runs.iterrows():
         source = by_id.loc[run["confirm_of"]]
