@@ -209,9 +209,10 @@ def _trials_lines(p: SweepPlan) -> list[str]:
         lines.append(f"trial-epochs: at most {n * epochs} ({epochs} per trial)")
     if search.confirm is not None:
         k, seeds = search.confirm.top, search.confirm.seeds
+        fixed = "epochs" not in search.hyperparameters or p.grid is not None
+        cost = f", at most {k * seeds * epochs} trial-epochs" if fixed else ""
         lines.append(f"then confirmation: the best {k} re-run with {seeds} fresh seeds each "
-                     f"(search.confirm): {k * seeds} trials, at most {k * seeds * epochs} "
-                     "trial-epochs")  # fmt: skip
+                     f"(search.confirm): {k * seeds} trials{cost}")  # fmt: skip
     gpu = f", {search.resources.gpu:g} GPU" if search.resources.gpu else ", no GPU"
     lines.append(f"per trial: {search.resources.cpu:g} CPU{gpu} (search.resources)")
     return lines

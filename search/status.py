@@ -24,14 +24,16 @@ from search.tuner import (
 
 def planned_trials(cfg: RunConfig, run_dir: Path) -> int | None:
     """Trials the sweep plans: `search.num_samples`, or the grid's upper bound (None when the
-    stage-1 checkpoint it is computed from cannot be read here)."""
+    stage-1 checkpoint it is computed from cannot be read here), and `search.confirm`'s re-runs."""
+    confirm = cfg.search.confirm
+    reruns = confirm.top * confirm.seeds if confirm is not None else 0
     if cfg.search.searcher != "grid":
-        return cfg.search.num_samples
+        return cfg.search.num_samples + reruns
     try:
         sizes = model_sizes(cfg.pruning.checkpoint)
     except Exception:  # e.g. a sweep copied without its stage-1 checkpoint
         return None
-    return build_searcher(cfg, sizes, run_dir).max_trials()  # the grid opens no study
+    return build_searcher(cfg, sizes, run_dir).max_trials() + reruns  # the grid opens no study
 
 
 def _epochs_per_trial(cfg: RunConfig, trials: pd.DataFrame) -> float:

@@ -94,6 +94,9 @@ def test_confirmation_reruns_the_winners_with_fresh_seeds_and_survives_an_interr
     assert len(study.trials) == 3
     assert "confirmed with fresh training seeds" in resumed.stdout
     assert "confirmation runs: 4" in resumed.stdout
+    status = subprocess.run([TICKETS, "status", str(run_dir)], env=_env(), capture_output=True,
+                            text=True, timeout=300)  # fmt: skip
+    assert status.returncode == 0 and "trials: 7 of 7 started" in status.stdout, status.stdout
 
     table = confirmed(trials, "sel_overall", "max")
     assert table["runs"].tolist() == [2] * len(top)

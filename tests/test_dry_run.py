@@ -64,7 +64,8 @@ def test_dry_run_plans_an_optuna_sweep_without_ray_or_files(
 
     config = write_config(tiny_bench, tiny_pretrained, tmp_path, searcher="gp",
                           budgets=[0.5, 0.8], num_samples=7, max_concurrent_trials=3,
-                          hyperparameters=HYPERPARAMETERS, scheduler="asha")  # fmt: skip
+                          hyperparameters=HYPERPARAMETERS, scheduler="asha",
+                          confirm={"top": 2, "seeds": 3})  # fmt: skip
     before, checkpoint = files_under(tmp_path), files_under(tiny_pretrained)
     proc = subprocess.run([sys.executable, "-c", IN_PROCESS, "search", str(config), "--dry-run"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)  # fmt: skip
@@ -81,6 +82,9 @@ def test_dry_run_plans_an_optuna_sweep_without_ray_or_files(
     weights = ", ".join(f"{g} {sizes[g]:,}" for g in GROUPS)
     assert f"weights: {weights}; pooler {sizes['pooler']:,}, pruned at s\n" in out
     assert "budgets: 0.5, 0.8 (search.budgets)\n" in out
+    # `epochs` is searched here, so no trial-epochs are promised for the re-runs either
+    assert ("then confirmation: the best 2 re-run with 3 fresh seeds each (search.confirm): "
+            "6 trials\n") in out  # fmt: skip
     assert "bounds: [0.05, 0.95] (pruning.bounds)\n" in out
     for s in (0.5, 0.8):
         line = re.search(rf"^s = {s}: feasible (.*)$", out, re.M)
