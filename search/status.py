@@ -19,16 +19,16 @@ from search.tuner import (
     load_run,
     model_sizes,
     sweep_tables,
+    total_trials,
 )
 
 
 def planned_trials(cfg: RunConfig, run_dir: Path) -> int | None:
     """Trials the sweep plans: `search.num_samples`, or the grid's upper bound (None when the
     stage-1 checkpoint it is computed from cannot be read here), and `search.confirm`'s re-runs."""
-    confirm = cfg.search.confirm
-    reruns = confirm.top * confirm.seeds if confirm is not None else 0
+    reruns = total_trials(cfg) - cfg.search.num_samples
     if cfg.search.searcher != "grid":
-        return cfg.search.num_samples + reruns
+        return total_trials(cfg)
     try:
         sizes = model_sizes(cfg.pruning.checkpoint)
     except Exception:  # e.g. a sweep copied without its stage-1 checkpoint

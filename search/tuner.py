@@ -569,7 +569,8 @@ def resume_search(run_dir: Path, address: str | None, echo: Callable[[str], None
 
 
 def total_trials(cfg: RunConfig) -> int:
-    """Trials an Optuna sweep runs in all: `search.num_samples`, plus its confirmation runs."""
+    """Trials an Optuna sweep runs in all: `search.num_samples`, plus its confirmation runs
+    (`search.confirm`'s top x seeds; a grid adds the same re-runs to its own count)."""
     confirm = cfg.search.confirm
     return cfg.search.num_samples + (confirm.top * confirm.seeds if confirm else 0)
 
