@@ -117,6 +117,25 @@ REGIMES: dict[str, dict[str, dict[str, Any]]] = {
     # visual encoder's attention must learn to match 8 directions, not any random vector
     "paper-hop2-l8": _merge(_PAPER, {"synth": {"noise": 1.0, "answer_hops": 2, "answer_boxes": 2,
                                                "link_codes": 8}}),
+    # the answer as a per-box product (`answer_code` product): a type's boxes hold code(type),
+    # code(answer) * r and r for a fresh sign vector r per box, so neither third alone says the
+    # answer and attention's average over boxes blurs their product; the visual encoder's
+    # feed-forward layer must multiply 64 sign pairs per box, a job that needs its width
+    "paper-prod": _merge(_PAPER, {"synth": {"noise": 1.0, "answer_code": "product"}}),
+    # the product alone is not learned by pre-training (chicken and egg: attention to the type's
+    # boxes pays only once the product is computed); a faint dense answer code beside it, as
+    # paper-faint40's, lets attention find the boxes first, the product then adds what the
+    # clue's noise hides, so pruning the visual module falls back to the clue alone
+    "paper-prod-c40": _merge(_PAPER, {"synth": {"noise": 1.0, "answer_code": "product",
+                                                "answer_clue": 0.4}}),
+    # paper-prod-c40's pre-training learns the clue, not the product (its loss still falls at
+    # epoch 8): three times the epochs
+    "paper-prod-c40-p24": _merge(_PAPER, {"synth": {"noise": 1.0, "answer_code": "product",
+                                                    "answer_clue": 0.4},
+                                          "pretrain": {"epochs": 24}}),
+    # less noise (each sign pair's product is then clean enough to learn from) and a fainter clue
+    "paper-prod-n05-c20": _merge(_PAPER, {"synth": {"noise": 0.5, "answer_code": "product",
+                                                    "answer_clue": 0.2}}),
     # a smoke test of this script, not a regime: minutes, not hours
     "smoke": {"synth": {"questions": 600, "images": 300, "feature_dim": 16},
               "pretrain": {"epochs": 1}, "finetune": {"epochs": 1}, "pruning": {"epochs": 1}},

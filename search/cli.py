@@ -109,6 +109,21 @@ def synth(
             "fixed link codes each image draws its links from."
         ),
     ] = 0,
+    answer_code: Annotated[
+        Literal["dense", "product"],
+        typer.Option(
+            help="dense: a box holds code(type) + code(answer); product: its thirds hold "
+            "code(type), code(answer) * r and r for a fresh sign vector r per box, so only their "
+            "elementwise product, computed per box by the visual encoder, gives the answer."
+        ),
+    ] = "dense",
+    answer_clue: Annotated[
+        float,
+        typer.Option(
+            help="With --answer-code product: scale of a dense answer code added to the box, "
+            "readable without the product (0: none)."
+        ),
+    ] = 0.0,
     bias: Annotated[
         float, typer.Option(help="Share of answers that follow the planted shortcut.")
     ] = 0.8,
@@ -144,6 +159,8 @@ def synth(
         answer_strength=answer_strength,
         answer_hops=answer_hops,
         link_codes=link_codes,
+        answer_code=answer_code,
+        answer_clue=answer_clue,
         bias=bias,
         test_answers=test_answers,
         test_fraction=test_fraction,

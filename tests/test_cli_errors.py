@@ -334,7 +334,10 @@ def test_failed_prepare_leaves_the_previous_cache_alone(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- synth and convert-tsv
 
 
-@pytest.mark.parametrize(("option", "value"), [("--dataset", "nope"), ("--test-answers", "both")])
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("--dataset", "nope"), ("--test-answers", "both"), ("--answer-code", "xor")],
+)
 def test_synth_unknown_choice(tmp_path: Path, option: str, value: str) -> None:
     out = tmp_path / "bench"
     result = invoke("data", "synth", out, option, value)
@@ -361,6 +364,10 @@ def test_synth_unknown_choice(tmp_path: Path, option: str, value: str) -> None:
         (
             ["--answer-hops", "2", "--answer-boxes", "2", "--link-codes", "4"],
             "--link-codes must be 0 or at least 8, got 4",
+        ),
+        (
+            ["--answer-code", "product"],
+            "--answer-code product needs --feature-dim divisible by 3, got 64",
         ),
     ],
 )

@@ -256,6 +256,55 @@ def test_answer_hops_2_puts_the_answer_one_link_away_from_the_type(tmp_path: Pat
         SynthSpec(answer_hops=2).check()
 
 
+def test_answer_code_product_gives_the_answer_only_as_a_per_box_product(tmp_path: Path) -> None:
+    """With `answer_code` "product" a type's boxes hold code(type) in the first third, and
+    code(type, answer) * r, r in the others with a fresh sign vector r per box: the product of
+    the last two thirds is the slot's answer code (the slot's answer as in "dense" with the same
+    seed, whose questions and answers are the same), while the middle third alone varies per box."""
+    import h5py
+
+    feats = {}
+    for code, clue in (("dense", 0.0), ("product", 0.0), ("product", 0.5)):
+        spec = SynthSpec(questions=400, images=200, feature_dim=48, noise=0.0, answer_code=code,
+                         answer_clue=clue)  # fmt: skip
+        generate(spec, tmp_path / f"{code}{clue}")
+        with h5py.File(tmp_path / f"{code}{clue}" / "features.h5") as f:
+            feats[code if not clue else "clue"] = f["features"][:20].astype(np.float64)
+    world = _World(spec, np.random.default_rng(spec.seed))
+    signs = np.random.default_rng([spec.seed, 3]).choice([-1.0, 1.0], size=(8, 6, 16))
+    direct = (world.type_code[:, None] + world.answer_code) / np.sqrt(2)  # (types, 6, D)
+    dist = np.abs(feats["dense"][:, :, None, None, :] - direct[None, None]).max(-1)
+    box = feats["product"]
+    for img in range(20):
+        for t in range(len(QUESTION_TYPES)):
+            (a,) = set(np.nonzero(dist[img, :, t].min(0) < 1e-5)[0])  # the slot's answer
+            typed = np.nonzero(np.abs(box[img, :, :16] - world.type_code[t, :16]).max(-1) < 1e-5)[0]
+            assert len(typed) == 3, (img, t)
+            middle, r = box[img, typed, 16:32], box[img, typed, 32:]
+            assert set(np.unique(r)) == {-1.0, 1.0}
+            assert np.array_equal(middle * r, np.broadcast_to(signs[t, a], (3, 16)))
+            assert len({tuple(m) for m in middle}) > 1, (img, t)  # r is drawn per box
+            # the clue adds 0.5 x the dense code(type, answer) to each of those boxes, nothing else
+            clued = feats["clue"][img, typed] - 0.5 * world.answer_code[t, a]
+            assert np.abs(clued - box[img, typed]).max() < 1e-5
+    for name in ("vqacp_v2_train_annotations.json", "vqacp_v2_test_questions.json"):
+        assert (tmp_path / "dense0.0" / name).read_bytes() == (
+            tmp_path / "product0.5" / name
+        ).read_bytes()
+    with pytest.raises(
+        InputError, match="--answer-code product needs --feature-dim divisible by 3"
+    ):
+        SynthSpec(answer_code="product", feature_dim=64).check()
+    with pytest.raises(InputError, match="--answer-code product needs --answer-hops 1"):
+        SynthSpec(answer_code="product", feature_dim=48, answer_hops=2, answer_boxes=2).check()
+    with pytest.raises(InputError, match="--answer-clue needs --answer-code product"):
+        SynthSpec(answer_clue=0.4).check()
+    with pytest.raises(InputError, match="--answer-clue must be >= 0, got -0.1"):
+        SynthSpec(answer_code="product", feature_dim=48, answer_clue=-0.1).check()
+    with pytest.raises(InputError, match="--answer-code must be dense or product, got 'xor'"):
+        SynthSpec(answer_code="xor").check()
+
+
 def test_synth_command_defaults_are_the_spec_defaults() -> None:
     """`tickets data synth` with no options writes the benchmark SynthSpec() describes."""
     import inspect

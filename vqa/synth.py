@@ -157,6 +157,17 @@ class SynthSpec:
     # With answer_hops 2: 0 draws a fresh random link code per image and type; n >= 8 draws each
     # image's links from n fixed codes (distinct within the image), fewer directions to learn.
     link_codes: int = 0
+    # "dense": a type's answer boxes hold code(type) + code(type, answer) over every dimension.
+    # "product": the feature's thirds hold code(type), code(type, answer) * r and r, where the
+    # answer code and r are sign vectors and r is drawn afresh per box; either of the last two
+    # thirds alone says nothing of the answer, their elementwise product says it exactly, so the
+    # visual encoder's feed-forward layer must multiply per box before attention averages boxes
+    # (a capacity-hungry job of the visual module's own; docs/CALIBRATION.md).
+    answer_code: str = "dense"
+    # With answer_code "product": scale of a dense code(type, answer) added over the whole box,
+    # readable without the product (0: none). The product alone is not learned by pre-training
+    # (docs/CALIBRATION.md); the clue lets attention find the type's boxes first.
+    answer_clue: float = 0.0
 
     def asked_type_ids(self, split: str) -> list[int]:
         """Indices into QUESTION_TYPES of the types `split` asks (`pretrain` may ask half)."""
@@ -203,6 +214,18 @@ class SynthSpec:
             raise InputError(f"--answer-strength must be > 0, got {self.answer_strength}")
         if self.answer_hops not in (1, 2):
             raise InputError(f"--answer-hops must be 1 or 2, got {self.answer_hops}")
+        if self.answer_code not in ("dense", "product"):
+            raise InputError(f"--answer-code must be dense or product, got '{self.answer_code}'")
+        if self.answer_code == "product" and self.feature_dim % 3:
+            raise InputError(
+                f"--answer-code product needs --feature-dim divisible by 3, got {self.feature_dim}"
+            )
+        if self.answer_code == "product" and self.answer_hops != 1:
+            raise InputError("--answer-code product needs --answer-hops 1")
+        if self.answer_clue < 0:
+            raise InputError(f"--answer-clue must be >= 0, got {self.answer_clue}")
+        if self.answer_clue and self.answer_code != "product":
+            raise InputError("--answer-clue needs --answer-code product")
         if self.link_codes != 0 and self.link_codes < len(QUESTION_TYPES):
             raise InputError(f"--link-codes must be 0 or at least 8, got {self.link_codes}")
         if self.pretrain_types not in ("all", "half"):
@@ -441,25 +464,35 @@ def _render(
     # links come from a generator of their own, so the questions and answers stay those of hops 1
     link_rng = np.random.default_rng([spec.seed, 2])
     link_code = link_rng.standard_normal((spec.link_codes, d))
+    # product codes, like links, come from a generator of their own
+    sign_rng = np.random.default_rng([spec.seed, 3])
+    third = d // 3
+    sign_code = sign_rng.choice([-1.0, 1.0], size=(n_types, 6, third))
     for img in range(m):
         pos = rng.permutation(k)
         if spec.link_codes:
             links = link_code[link_rng.choice(spec.link_codes, n_types, replace=False)]
         j = 0
         for t in range(n_types):
-            if spec.answer_hops == 1:
+            if spec.answer_code == "product":
+                answer = spec.answer_strength * sign_code[t, slot_answer[img, t]]
+                r = sign_rng.choice([-1.0, 1.0], size=(spec.answer_boxes, third))
+                type_third = world.type_code[t, :third]
+                clue = spec.answer_clue * world.answer_code[t, slot_answer[img, t]]
+                box_codes = [np.concatenate([type_third, answer * rb, rb]) + clue for rb in r]
+            elif spec.answer_hops == 1:
                 answer = spec.answer_strength * world.answer_code[t, slot_answer[img, t]]
-                codes = [(world.type_code[t] + answer) / np.sqrt(2)]
+                box_codes = [(world.type_code[t] + answer) / np.sqrt(2)] * spec.answer_boxes
             else:
                 # type 0's answer codes stand for every type's, so an answer box does not tell
                 # which type it answers: only its link to a type box does
                 answer = spec.answer_strength * world.answer_code[0, slot_answer[img, t]]
                 link = links[t] if spec.link_codes else link_rng.standard_normal(d)
                 codes = [(world.type_code[t] + link) / np.sqrt(2), (link + answer) / np.sqrt(2)]
-            for code in codes:
-                for _ in range(spec.answer_boxes):
-                    feats[img, pos[j]] = code
-                    j += 1
+                box_codes = [c for c in codes for _ in range(spec.answer_boxes)]
+            for code in box_codes:
+                feats[img, pos[j]] = code
+                j += 1
         for o in key_objects[img]:
             feats[img, pos[j]] = world.object_code[o]
             j += 1
