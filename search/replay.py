@@ -37,12 +37,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pruning.budget import remaining_params
 from search.results import EPOCHS_FILE, TRIALS_FILE
 
 ALLOCATION = ("s_overall", "s_language", "s_visual", "s_cross")
 """A table row's allocation columns (fractions removed; eq. 10 holds)."""
 KEEP_METRIC = "sel_overall"
 """The kept epoch is the first epoch of best `sel_overall`, as `pruning.train` keeps it."""
+PARAMS = "remaining_params"
+"""A metric the replay computes (weights kept, eq. 10's sizes at the allocation), not reads."""
 DECIMALS = 9  # an allocation matches a lattice point when equal to this many decimals
 _CONFIG_KEYS = {"s_overall": "sparsity", "s_language": "language", "s_visual": "visual",
                 "s_cross": "cross"}  # fmt: skip
@@ -304,6 +307,10 @@ class ReplayEvent:
     """The table's best true quality at the sweep's budgets minus `quality` (points)."""
     confirm_of: int | None = None
     """For a confirmation run (`search.confirm`), the place of the trial it re-runs."""
+    front: tuple[dict[str, float], ...] = ()
+    """With several `search.metric`s: the allocations of the finished trials that no other
+    finished trial dominates on those metrics (what `tickets pareto` would show), in
+    proposal order; empty for a single metric."""
 
 
 @dataclass
@@ -341,12 +348,16 @@ def replay(cfg: Any, table: ReferenceTable, *, concurrency: int, seed: int,
 
     if cfg.pruning is None or cfg.search is None:
         raise ValueError("the config needs 'pruning:' and 'search:' blocks")
-    if len(cfg.search.metrics) > 1:
-        raise ValueError("replay scores single-objective sweeps (one search.metric)")
     metric, mode = cfg.search.metrics[0], cfg.search.modes[0]
-    if metric not in table.metrics:
-        raise ValueError(f"search.metric {metric!r} is not in the reference table "
-                         f"({', '.join(table.metrics)})")  # fmt: skip
+    for m in cfg.search.metrics:
+        if m not in table.metrics and m != PARAMS:
+            raise ValueError(f"search.metric {m!r} is neither in the reference table "
+                             f"({', '.join(table.metrics)}) nor {PARAMS}")  # fmt: skip
+    if metric == PARAMS:
+        raise ValueError(f"the first search.metric must be a selection metric, not {PARAMS}")
+    multi = len(cfg.search.metrics) > 1
+    if multi and cfg.search.confirm is not None:
+        raise ValueError("replay confirms single-objective sweeps only (search.confirm)")
     search = cfg.search.model_copy(update={"seed": seed, "max_concurrent_trials": concurrency})
     cfg = cfg.model_copy(update={"search": search}).resolved()
     sizes = dict(sizes) if sizes is not None else model_sizes(cfg.pruning.checkpoint)
@@ -356,6 +367,7 @@ def replay(cfg: Any, table: ReferenceTable, *, concurrency: int, seed: int,
     # What a trial reports every epoch: the selection metrics (test metrics come at its end).
     column = {m: i for i, m in enumerate(table.metrics) if m.startswith("sel_")}
     sign = 1.0 if mode == "max" else -1.0
+    signs = np.array([1.0 if m == "max" else -1.0 for m in cfg.search.modes])
 
     import optuna
 
@@ -383,6 +395,8 @@ def replay(cfg: Any, table: ReferenceTable, *, concurrency: int, seed: int,
             order = itertools.count()
             created, finished_search = 0, False
             recommended: tuple[float, dict[str, float]] | None = None
+            done: list[tuple[np.ndarray, _Trial]] = []  # finished search trials' oriented values
+            front: tuple[dict[str, float], ...] = ()
             cost = 0
 
             def start(now: int) -> None:
@@ -440,6 +454,7 @@ def replay(cfg: Any, table: ReferenceTable, *, concurrency: int, seed: int,
                     if trial.epoch == trial.epochs:
                         status = "finished"
                         final = _final(trial, column, TIME_ATTR)
+                        final[PARAMS] = remaining_params(sizes, _groups(trial.allocation))
                         if scheduler.on_trial_result(None, trial, final) != TrialScheduler.STOP:
                             limiter.on_trial_result(trial.trial_id, final)
                         end(trial, final)  # Tune's duplicate last result, `done`
@@ -455,6 +470,10 @@ def replay(cfg: Any, table: ReferenceTable, *, concurrency: int, seed: int,
                             better = recommended is None or sign * value > sign * recommended[0]
                             if math.isfinite(value) and better:
                                 recommended = (value, trial.allocation)
+                            if multi:
+                                values = [final[m] for m in cfg.search.metrics]
+                                done.append((signs * np.array(values, dtype=float), trial))
+                                front = _front(done)
                     else:
                         heapq.heappush(heap, (now + 1, next(order), trial))
                 quality = table.true_quality(recommended[1]) if recommended else math.nan
@@ -465,12 +484,26 @@ def replay(cfg: Any, table: ReferenceTable, *, concurrency: int, seed: int,
                     recommended=dict(recommended[1]) if recommended else None,
                     quality=quality, regret=best - quality,
                     confirm_of=by_id[trial.config[CONFIRM_KEY]].number
-                    if trial.config and CONFIRM_KEY in trial.config else None))  # fmt: skip
+                    if trial.config and CONFIRM_KEY in trial.config else None,
+                    front=front))  # fmt: skip
                 if status != "running":
                     start(now)
         finally:
             optuna.logging.set_verbosity(level)
     return events
+
+
+def _groups(allocation: Mapping[str, float]) -> dict[str, float]:
+    return {"language": allocation["s_language"], "visual": allocation["s_visual"],
+            "cross": allocation["s_cross"]}  # fmt: skip
+
+
+def _front(done: Sequence[tuple[np.ndarray, _Trial]]) -> tuple[dict[str, float], ...]:
+    """The allocations of the trials (oriented values: larger is better) that no other
+    dominates, in proposal order; NaN values dominate nothing and are never on the front."""
+    ok = [(v, t) for v, t in done if np.isfinite(v).all()]
+    kept = [t for v, t in ok if not any((w >= v).all() and (w > v).any() for w, _ in ok)]
+    return tuple(dict(t.allocation) for t in sorted(kept, key=lambda t: t.number))
 
 
 def _final(trial: _Trial, column: Mapping[str, int], time_attr: str) -> dict[str, Any]:

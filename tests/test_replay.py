@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import ray
 
+from pruning.budget import remaining_params
 from search.config import load_config, validate_config
 from search.grid_plan import plan
 from search.replay import ALLOCATION, ReferenceTable, events_frame, proposals, replay
@@ -238,3 +239,54 @@ def test_replayed_confirmation_reruns_the_best_at_other_seeds_and_recommends_by_
     winner = frame.loc[frame["trial"] == int(means.idxmax())].iloc[0]
     assert last["rec_s_language"] == winner["s_language"]
     assert last["quality"] == table.true_quality(at(winner["s_language"], winner["s_visual"]))
+
+
+@pytest.mark.parametrize("searcher", ["nsga2", "tpe"])
+def test_multi_objective_replay_recommends_the_front_of_its_finished_trials(
+    tmp_path: Path, searcher: str
+) -> None:
+    # Two budgets; selection falls with sparsity and with visual sparsity, so the front on
+    # (selection, weights kept) holds each budget's best trial, and within a budget those whose
+    # weights kept differ by a rounded weight (eq. 10's rounding per group) without a better
+    # trial keeping fewer.
+    def landscape(budget: float):
+        def at(language: float, visual: float, epoch: int, seed: int) -> tuple[float, float]:
+            sel = 80 - 30 * budget - 10 * visual + language + epoch
+            return sel, sel - 2
+
+        return at
+
+    rows = pd.concat([lattice_rows(landscape(b), budget=b) for b in (0.3, 0.7)])
+    table = ReferenceTable(rows)
+    objectives = {"metric": ["sel_overall", "remaining_params"], "mode": ["max", "min"]}
+    cfg = made_up_config(tmp_path, searcher=searcher, num_samples=14, budgets=[0.3, 0.7],
+                         **objectives)  # fmt: skip
+    events = replay(cfg, table, concurrency=2, seed=3, sizes=SIZES)
+    frame = events_frame(events)
+    finished = frame[frame["status"] == "finished"]
+    assert len(finished) == 14 and set(finished["s_overall"]) == {0.3, 0.7}
+    kept = {
+        i: remaining_params(SIZES, {g: r[f"s_{g}"] for g in SIZES}) for i, r in finished.iterrows()
+    }
+    for i, event in enumerate(events):
+        done = finished[finished.index <= i]
+        front = [
+            {k: r[k] for k in ALLOCATION}
+            for j, r in done.iterrows()
+            if not any(
+                (o["value"] >= r["value"] and kept[k] <= kept[j])
+                and (o["value"] > r["value"] or kept[k] < kept[j])
+                for k, o in done.iterrows()
+            )
+        ]
+        assert list(event.front) == front
+        for budget in done["s_overall"].unique():  # each budget's best is on it
+            same = done[done["s_overall"] == budget]
+            assert {k: same.loc[same["value"].idxmax(), k] for k in ALLOCATION} in front
+    assert 2 <= len(events[-1].front) < 14
+    # the single-objective fields still rank by the first metric
+    assert events[-1].recommended["s_overall"] == 0.3
+    with pytest.raises(ValueError, match="the first search.metric must be a selection metric"):
+        flipped = {k: v[::-1] for k, v in objectives.items()}
+        replay(made_up_config(tmp_path, searcher="nsga2", **flipped), table, concurrency=1,
+               seed=0, sizes=SIZES)  # fmt: skip
