@@ -16,6 +16,9 @@ and `pruning:` blocks each variant starts from (a lattice sweep's `tickets.yaml`
    each to C trial-epochs. After every trial-epoch the sweep recommends its best finished
    trial by selection (`search.replay.ReplayEvent`); its regret is the table's best true
    quality minus the recommendation's true quality (points; none before a trial finished).
+   A variant `SEARCHER+SCHEDULER+confirmKxN` adds `search.confirm: {top: K, seeds: N}` with
+   C / epochs - K x N search trials, so that search and re-runs fit in C under FIFO; once a
+   re-run has finished it recommends the confirmed allocation of best seed mean.
 3. Written to OUT.json as each replay ends (a re-run skips what is there), then OUT.png
    (median regret against trial-epochs, the interquartile band, one line per variant, C
    marked; one panel per concurrency) and OUT.md: per variant the trial-epochs until the
@@ -27,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -34,20 +38,41 @@ import numpy as np
 
 from search.config import load_config
 from search.replay import ReferenceTable, replay
+from search.schema import ConfirmConfig
 from vqa.atomic import write_json
 
 SEARCHERS = ("grid", "random", "tpe", "gp")
 SCHEDULERS = ("fifo", "asha")
 GRID = "grid+fifo"
+CONFIRM = re.compile(r"confirm[1-9][0-9]*x[1-9][0-9]*")
 
 
 def variant_config(cfg: Any, variant: str, trials: int | None) -> Any:
-    """`cfg` with `variant`'s searcher and scheduler and (Optuna) `trials` as num_samples."""
-    searcher, scheduler = variant.split("+")
-    update: dict[str, Any] = {"searcher": searcher, "scheduler": scheduler}
+    """`cfg` with `variant`'s searcher and scheduler and (Optuna) `trials` as num_samples.
+    A `+confirmKxN` suffix sets `search.confirm` to the top K re-run with N seeds each."""
+    searcher, scheduler, *confirm = variant.split("+")
+    update: dict[str, Any] = {"searcher": searcher, "scheduler": scheduler, "confirm": None}
+    if confirm:
+        top, seeds = confirm[0].removeprefix("confirm").split("x")
+        update["confirm"] = ConfirmConfig(top=int(top), seeds=int(seeds))
     if searcher != "grid" and trials is not None:
         update["num_samples"] = trials
     return cfg.model_copy(update={"search": cfg.search.model_copy(update=update)})
+
+
+def valid_variant(variant: str) -> bool:
+    """SEARCHER+SCHEDULER, or an Optuna one +confirmKxN."""
+    parts = variant.split("+")
+    if len(parts) not in (2, 3) or parts[0] not in SEARCHERS or parts[1] not in SCHEDULERS:
+        return False
+    return len(parts) == 2 or (parts[0] != "grid" and CONFIRM.fullmatch(parts[2]) is not None)
+
+
+def confirmed_trials(cfg: Any, variant: str, cost: int) -> int:
+    """Search trials of a `+confirmKxN` variant that leave room, within `cost` trial-epochs of
+    full-length trials, for its K x N re-runs."""
+    top, seeds = variant.split("+")[2].removeprefix("confirm").split("x")
+    return max(1, cost // cfg.pruning.epochs - int(top) * int(seeds))
 
 
 def regret_curve(events: list[Any], cost: int) -> list[float]:
@@ -110,7 +135,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for seed in range(args.seeds):
                 if str(seed) in runs:
                     continue
-                events = replay(variant_config(cfg, variant, cost), table,
+                confirm = variant.count("+") == 2
+                trials = confirmed_trials(cfg, variant, cost) if confirm else cost
+                events = replay(variant_config(cfg, variant, trials), table,
                                 concurrency=concurrency, seed=seed, sizes=sizes,
                                 max_trial_epochs=cost)  # fmt: skip
                 runs[str(seed)] = {
@@ -204,10 +231,10 @@ def main() -> None:
     parser.add_argument("--within", type=float, default=0.5)
     args = parser.parse_args()
     for v in args.variants:
-        searcher, _, scheduler = v.partition("+")
-        if searcher not in SEARCHERS or scheduler not in SCHEDULERS:
-            parser.error(f"--variants: {v!r} is not SEARCHER+SCHEDULER ({', '.join(SEARCHERS)} "
-                         f"+ {', '.join(SCHEDULERS)})")  # fmt: skip
+        if not valid_variant(v):
+            parser.error(f"--variants: {v!r} is not SEARCHER+SCHEDULER ({', '.join(SEARCHERS)} + "
+                         f"{', '.join(SCHEDULERS)}), optionally +confirmKxN "
+                         "(not the grid)")  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     record = run(args)
     rows = summary(record, args.within)

@@ -30,7 +30,7 @@ def test_regret_curves_figure_and_table_then_a_rerun_recomputes_nothing(tmp_path
     out = tmp_path / "out" / "regret"
     cmd = [sys.executable, str(SCRIPT), "--table", str(tmp_path / "ref.parquet"), "--config",
            str(tmp_path / "sweep.yaml"), "--out", str(out), "--seeds", "3", "--concurrency", "2",
-           "--variants", "grid+fifo", "random+fifo", "tpe+asha", "--sizes",
+           "--variants", "grid+fifo", "random+fifo", "tpe+asha", "tpe+fifo+confirm2x1", "--sizes",
            *(str(SIZES[g]) for g in ("language", "visual", "cross"))]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -45,6 +45,9 @@ def test_regret_curves_figure_and_table_then_a_rerun_recomputes_nothing(tmp_path
         assert all(len(r["curve"]) == 2 * points and r["cost"] <= 2 * points
                    for r in runs.values())  # fmt: skip
         assert all(min(v for v in r["curve"] if v == v) >= 0 for r in runs.values())
+    # C / 2 epochs - 2 search trials, then the 2 best re-run once each: exactly C trial-epochs
+    confirmed = record["runs"]["tpe+fifo+confirm2x1/c2"]
+    assert all(r["cost"] == 2 * points for r in confirmed.values())
     table = Path(f"{out}.md").read_text()
     median = np.median([r["curve"] for r in grid.values()], axis=0)  # no NaN after epoch 2
     hit = int(np.nonzero(median[2:] <= 0.5)[0][0]) + 3
@@ -54,7 +57,10 @@ def test_regret_curves_figure_and_table_then_a_rerun_recomputes_nothing(tmp_path
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and ", seed " not in again.stdout  # every replay was read back
     assert json.loads(Path(f"{out}.json").read_text()) == record
-    bad = subprocess.run([*cmd[:-8], "--variants", "tpe+hyperband"], capture_output=True,
+    bad = subprocess.run([*cmd[:-9], "--variants", "tpe+hyperband"], capture_output=True,
                          text=True, timeout=300)  # fmt: skip
     assert bad.returncode == 2 and "'tpe+hyperband' is not SEARCHER+SCHEDULER" in bad.stderr
+    bad = subprocess.run([*cmd[:-9], "--variants", "grid+fifo+confirm2x1"], capture_output=True,
+                         text=True, timeout=300)  # fmt: skip
+    assert bad.returncode == 2 and "optionally +confirmKxN (not the grid)" in bad.stderr
     assert yaml.safe_load((tmp_path / "sweep.yaml").read_text())["search"]["startup_trials"] == 2
