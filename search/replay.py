@@ -7,6 +7,9 @@ known, the test metric). :func:`replay` runs a searcher as `tickets search` buil
 table instead of training: `concurrency` simulated workers, one time unit per epoch, every
 trial reporting the table's seed-mean curve at its allocation plus one seed's deviation from
 that mean. No Ray runtime is started: the searcher and the scheduler are plain objects here.
+A multi-objective sweep (several `search.metric`s, e.g. `sel_overall` and `remaining_params`
+over several budgets) replays too: a finished trial's last report also carries its weights
+kept, computed from the group sizes, and every event the front of the finished trials.
 
 What is re-implemented, from Ray 2.60's `TuneController` and `SearchGenerator` (the searchers,
 samplers, the scheduler's ASHA rule and the concurrency limit are Ray's and Optuna's own):

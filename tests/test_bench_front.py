@@ -31,8 +31,9 @@ def test_hypervolume_of_a_staircase() -> None:
 def test_grids_per_budget_reach_the_lattice_front_and_the_searchers_are_scored_to_their_cost(
     tmp_path: Path,
 ) -> None:
-    # Selection ranks allocations as test accuracy does and the seeds agree: each budget's grid, visiting every
-    # lattice point, ends recommending that budget's best, whose front is the lattice's own.
+    # Selection ranks allocations as test accuracy does and the seeds agree: each budget's
+    # grid, visiting every lattice point, ends recommending that budget's best, whose front is
+    # the lattice's own.
     def landscape(budget: float):
         def at(language: float, visual: float, epoch: int, seed: int) -> tuple[float, float]:
             sel = 80 - 30 * budget + 10 * language - 8 * (visual - 0.3) ** 2 + epoch
