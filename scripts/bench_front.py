@@ -37,7 +37,9 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_regret import quantiles, reached  # noqa: E402
+from bench_regret import figure as regret_figure  # noqa: E402
+from bench_regret import summary as regret_summary  # noqa: E402
+from bench_regret import table_rows  # noqa: E402
 
 from search.analysis.hypervolume import allocation_points, hypervolume  # noqa: E402
 from search.config import load_config  # noqa: E402
@@ -155,20 +157,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def summary(record: dict[str, Any], within: float) -> list[dict[str, Any]]:
     """Per variant and concurrency: share of C until the median regret <= `within` x the
     lattice's hypervolume, and the median (IQR) regret at C."""
-    rows = []
-    limit = within * record["best_hypervolume"]
-    for name, runs in record["runs"].items():
-        variant, key = name.split("/")
-        cost = record["grid_cost"][key]
-        curves = [r["curve"][:cost] + [r["curve"][-1]] * (cost - len(r["curve"]))
-                  for r in runs.values()]  # fmt: skip
-        q = quantiles(curves)
-        hit = reached(q[1], limit)
-        rows.append({"variant": variant, "concurrency": int(key[1:]), "seeds": len(runs),
-                     "grid_cost": cost, "reached": hit,
-                     "share": None if hit is None else hit / cost,
-                     "regret_at_cost": [float(v) for v in q[:, -1]]})  # fmt: skip
-    return rows
+    return regret_summary(record, within * record["best_hypervolume"])
 
 
 def markdown(rows: list[dict[str, Any]], record: dict[str, Any], within: float) -> str:
@@ -176,47 +165,15 @@ def markdown(rows: list[dict[str, Any]], record: dict[str, Any], within: float) 
     lines = [f"Lattice hypervolume {best:.2f} (accuracy points x share of weights kept, above "
              f"{record['reference_quality']:.1f}%); budgets {record['budgets']}.", "",
              f"| variant | concurrency | seeds | trial-epochs to median regret <= {within:.0%} of "
-             "it (share of the grids' C) | median regret at C (IQR) |",
-             "|---|---|---|---|---|"]  # fmt: skip
-    for r in sorted(rows, key=lambda r: (r["concurrency"], r["variant"])):
-        hit = "not within C" if r["reached"] is None else (
-            f"{r['reached']} ({100 * r['share']:.0f}% of {r['grid_cost']})")  # fmt: skip
-        lo, mid, hi = r["regret_at_cost"]
-        lines.append(f"| {r['variant']} | {r['concurrency']} | {r['seeds']} | {hit} | "
-                     f"{mid:.2f} ({lo:.2f}-{hi:.2f}) |")  # fmt: skip
-    return "\n".join(lines)
+             "it (share of the grids' C) | median regret at C (IQR) |"]  # fmt: skip
+    return "\n".join([*lines, *table_rows(rows)])
 
 
 def figure(record: dict[str, Any], out: Path, within: float) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    keys = sorted(record["grid_cost"], key=lambda k: int(k[1:]))
-    fig, axes = plt.subplots(1, len(keys), figsize=(6 * len(keys), 4.2), squeeze=False)
-    for ax, key in zip(axes[0], keys, strict=True):
-        cost = record["grid_cost"][key]
-        for name, runs in sorted(record["runs"].items()):
-            variant, at = name.split("/")
-            if at != key:
-                continue
-            curves = [r["curve"][:cost] + [r["curve"][-1]] * (cost - len(r["curve"]))
-                      for r in runs.values()]  # fmt: skip
-            q = quantiles(curves)
-            x = np.arange(1, cost + 1)
-            (line,) = ax.plot(x, q[1], label=variant, lw=2.2 if variant == GRID else 1.4)
-            ax.fill_between(x, q[0], q[2], color=line.get_color(), alpha=0.15)
-        ax.axvline(cost, color="k", ls=":", lw=1)
-        ax.text(cost, ax.get_ylim()[1], " the grids' full cost", va="top", ha="right", fontsize=8)
-        ax.axhline(within * record["best_hypervolume"], color="grey", ls="--", lw=0.8)
-        ax.set_xlabel("trial-epochs spent")
-        ax.set_ylabel("hypervolume regret (points x share of weights)")
-        ax.set_title(f"budgets {record['budgets']}, concurrency {key[1:]}")
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
+    regret_figure(record, out, within * record["best_hypervolume"], grid=GRID,
+                  ylabel="hypervolume regret (points x share of weights)",
+                  title=f"budgets {record['budgets']}, concurrency {{c}}",
+                  cost_label=" the grids' full cost")  # fmt: skip
 
 
 def main() -> None:

@@ -41,31 +41,36 @@ def sweep_name(budget: float, seed: int) -> str:
     return f"lattice-s{budget:g}-seed{seed}"
 
 
-def run_sweep(config: Path, out: Path, budget: float, seed: int, step: float,
-              concurrency: int) -> Path:  # fmt: skip
-    """Run (or finish) one seed's grid sweep at `budget`; its run directory."""
-    name = sweep_name(budget, seed)
+def run_or_resume(config: Path, out: Path, name: str, overrides: list[str]) -> Path:
+    """Run the installed `tickets search CONFIG` with `overrides` into OUT/NAME in its own
+    process, or `tickets resume` it when interrupted, or keep it when finished; its run
+    directory. A failed command ends this script, which can then be run again."""
     run_dir = out / name
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     driver = run_dir / "driver.json"
     if driver.is_file() and json.loads(driver.read_text()).get("state") == "finished":
         return run_dir
     if (run_dir / "tickets.yaml").is_file():
         cmd = [TICKETS, "resume", str(run_dir)]
     else:
-        cmd = [TICKETS, "search", str(config), f"search.storage_path={out}", f"search.name={name}",
-               "search.searcher=grid", "search.scheduler=fifo", f"search.budgets=[{budget}]",
-               f"pruning.sparsity={budget}", f"pruning.seed={seed}",
-               f"search.grid.coarse_step={step}", "search.grid.fine_pass=false",
-               "search.grid.coarse_values=null", "search.hyperparameters={}",
-               "search.confirm=null", f"search.max_concurrent_trials={concurrency}",
-               "search.warm_start=[]"]  # fmt: skip
+        cmd = [TICKETS, "search", str(config), f"search.storage_path={out}",
+               f"search.name={name}", "search.confirm=null", "search.warm_start=[]",
+               *overrides]  # fmt: skip
     print(" ".join(cmd), flush=True)
-    done = subprocess.run(cmd, env=env, check=False)
+    done = subprocess.run(cmd, env={**os.environ, "HF_HUB_OFFLINE": "1"}, check=False)
     if done.returncode != 0:
         sys.exit(f"{name}: `{' '.join(cmd[:2])}` exited {done.returncode}; run this script "
                  "again to resume it")  # fmt: skip
     return run_dir
+
+
+def run_sweep(config: Path, out: Path, budget: float, seed: int, step: float,
+              concurrency: int) -> Path:  # fmt: skip
+    """Run (or finish) one seed's grid sweep at `budget`; its run directory."""
+    return run_or_resume(config, out, sweep_name(budget, seed), [
+        "search.searcher=grid", "search.scheduler=fifo", f"search.budgets=[{budget}]",
+        f"pruning.sparsity={budget}", f"pruning.seed={seed}", f"search.grid.coarse_step={step}",
+        "search.grid.fine_pass=false", "search.grid.coarse_values=null",
+        "search.hyperparameters={}", f"search.max_concurrent_trials={concurrency}"])  # fmt: skip
 
 
 def _kept_tests(rows: pd.DataFrame, quality: str) -> pd.DataFrame:

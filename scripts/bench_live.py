@@ -31,8 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -40,14 +38,13 @@ from typing import Any
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_lattice import run_or_resume  # noqa: E402
 from bench_regret import GRID, quantiles, regret_curve, summary, variant_config  # noqa: E402
 
 from search.config import load_config  # noqa: E402
 from search.replay import ALLOCATION, ReferenceTable, replay  # noqa: E402
 from search.results import CONFIRM_KEY, EPOCHS_FILE, TRIALS_FILE  # noqa: E402
 from vqa.atomic import write_json  # noqa: E402
-
-TICKETS = str(Path(sys.executable).parent / "tickets")
 
 
 def recommended_at(run_dir: Path, budget: int, metric: str = "sel_overall",
@@ -77,26 +74,6 @@ def recommended_at(run_dir: Path, budget: int, metric: str = "sel_overall",
     done = done.sort_values("at", kind="stable")
     best = done.sort_values(metric, ascending=mode == "min", kind="stable").iloc[0]
     return {k: float(best[k]) for k in ALLOCATION}, len(epochs)
-
-
-def run_sweep(config: Path, out: Path, name: str, overrides: list[str]) -> Path:
-    """Run (or finish) one real sweep; its run directory."""
-    run_dir = out / name
-    driver = run_dir / "driver.json"
-    if driver.is_file() and json.loads(driver.read_text()).get("state") == "finished":
-        return run_dir
-    if (run_dir / "tickets.yaml").is_file():
-        cmd = [TICKETS, "resume", str(run_dir)]
-    else:
-        cmd = [TICKETS, "search", str(config), f"search.storage_path={out}",
-               f"search.name={name}", "search.confirm=null", "search.warm_start=[]",
-               *overrides]  # fmt: skip
-    print(" ".join(cmd), flush=True)
-    done = subprocess.run(cmd, env={**os.environ, "HF_HUB_OFFLINE": "1"}, check=False)
-    if done.returncode != 0:
-        sys.exit(f"{name}: `{' '.join(cmd[:2])}` exited {done.returncode}; run this script "
-                 "again to resume it")  # fmt: skip
-    return run_dir
 
 
 def predicted_budget(path: Path, variant: str, concurrency: int, within: float) -> int:
@@ -157,7 +134,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for seed in args.seeds:
         trials = max(1, arm["replay"]["trials"][seed] if seed < args.replay_seeds else
                      math.ceil(budget / cfg.pruning.epochs))  # fmt: skip
-        run_dir = run_sweep(args.config, args.out, f"live-{args.variant}-seed{seed}",
+        run_dir = run_or_resume(args.config, args.out, f"live-{args.variant}-seed{seed}",
                             [f"search.searcher={searcher}", f"search.scheduler={scheduler}",
                              f"search.seed={seed}", f"pruning.seed={args.training_seed}",
                              f"search.num_samples={trials}",

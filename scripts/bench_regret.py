@@ -152,6 +152,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return record
 
 
+def padded(runs: dict[str, Any], cost: int) -> list[list[float]]:
+    """Each run's curve cut or extended (its last value held) to `cost` trial-epochs."""
+    return [r["curve"][:cost] + [r["curve"][-1]] * (cost - len(r["curve"])) for r in runs.values()]
+
+
 def summary(record: dict[str, Any], within: float) -> list[dict[str, Any]]:
     """One row per variant and concurrency: share of C until the median regret <= `within`,
     and the median (IQR) regret at C."""
@@ -159,9 +164,7 @@ def summary(record: dict[str, Any], within: float) -> list[dict[str, Any]]:
     for name, runs in record["runs"].items():
         variant, key = name.split("/")
         cost = record["grid_cost"][key]
-        curves = [r["curve"][:cost] + [r["curve"][-1]] * (cost - len(r["curve"]))
-                  for r in runs.values()]  # fmt: skip
-        q = quantiles(curves)
+        q = quantiles(padded(runs, cost))
         hit = reached(q[1], within)
         rows.append({"variant": variant, "concurrency": int(key[1:]), "seeds": len(runs),
                      "grid_cost": cost, "reached": hit,
@@ -171,19 +174,30 @@ def summary(record: dict[str, Any], within: float) -> list[dict[str, Any]]:
 
 
 def markdown(rows: list[dict[str, Any]], within: float) -> str:
-    lines = [f"| variant | concurrency | seeds | trial-epochs to median regret <= {within} "
-             "(share of the grid's C) | median regret at C (IQR) |",
-             "|---|---|---|---|---|"]  # fmt: skip
+    header = (f"| variant | concurrency | seeds | trial-epochs to median regret <= {within} "
+              "(share of the grid's C) | median regret at C (IQR) |")  # fmt: skip
+    return "\n".join([header, *table_rows(rows)])
+
+
+def table_rows(rows: list[dict[str, Any]]) -> list[str]:
+    """The separator and one markdown row per summary row, by concurrency, then variant."""
+    lines = ["|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (r["concurrency"], r["variant"])):
         hit = "not within C" if r["reached"] is None else (
             f"{r['reached']} ({100 * r['share']:.0f}% of {r['grid_cost']})")  # fmt: skip
         lo, mid, hi = r["regret_at_cost"]
         lines.append(f"| {r['variant']} | {r['concurrency']} | {r['seeds']} | {hit} | "
                      f"{mid:.2f} ({lo:.2f}-{hi:.2f}) |")  # fmt: skip
-    return "\n".join(lines)
+    return lines
 
 
-def figure(record: dict[str, Any], out: Path, within: float) -> None:
+def figure(record: dict[str, Any], out: Path, within: float, *, grid: str = GRID,
+           ylabel: str = "regret of the recommendation (points)",
+           title: str = "concurrency {c}: median and interquartile range",
+           cost_label: str = " grid's full cost") -> None:  # fmt: skip
+    """Median regret and its interquartile band against trial-epochs, one line per variant
+    (`grid` drawn thicker), one panel per concurrency (`title` formats `c`), C marked, the
+    target `within` dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -197,21 +211,19 @@ def figure(record: dict[str, Any], out: Path, within: float) -> None:
             variant, at = name.split("/")
             if at != key:
                 continue
-            curves = [r["curve"][:cost] + [r["curve"][-1]] * (cost - len(r["curve"]))
-                      for r in runs.values()]  # fmt: skip
-            q = quantiles(curves)
+            q = quantiles(padded(runs, cost))
             x = np.arange(1, cost + 1)
             finite = np.isfinite(q[1])
             (line,) = ax.plot(x[finite], q[1][finite], label=variant,
-                              lw=2.2 if variant == GRID else 1.4)  # fmt: skip
+                              lw=2.2 if variant == grid else 1.4)  # fmt: skip
             band = np.isfinite(q[0]) & np.isfinite(q[2])
             ax.fill_between(x[band], q[0][band], q[2][band], color=line.get_color(), alpha=0.15)
         ax.axvline(cost, color="k", ls=":", lw=1)
-        ax.text(cost, ax.get_ylim()[1], " grid's full cost", va="top", ha="right", fontsize=8)
+        ax.text(cost, ax.get_ylim()[1], cost_label, va="top", ha="right", fontsize=8)
         ax.axhline(within, color="grey", ls="--", lw=0.8)
         ax.set_xlabel("trial-epochs spent")
-        ax.set_ylabel("regret of the recommendation (points)")
-        ax.set_title(f"concurrency {key[1:]}: median and interquartile range")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title.format(c=key[1:]))
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out, dpi=120)
