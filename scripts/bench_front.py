@@ -38,8 +38,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_regret import figure as regret_figure  # noqa: E402
+from bench_regret import (
+    refuse,  # noqa: E402
+    table_rows,  # noqa: E402
+)
 from bench_regret import summary as regret_summary  # noqa: E402
-from bench_regret import table_rows  # noqa: E402
 
 from search.analysis.hypervolume import allocation_points, hypervolume  # noqa: E402
 from search.config import load_config  # noqa: E402
@@ -108,7 +111,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     table = ReferenceTable.load(*args.table)
     missing = [b for b in args.budgets if round(b, 6) not in [round(x, 6) for x in table.budgets]]
     if missing:
-        sys.exit(f"--table: no lattice at budget(s) {missing} (has {table.budgets})")
+        refuse(f"--table: no lattice at budget(s) {missing} (has {table.budgets})")
     cfg = load_config(args.config)
     sizes = dict(zip(("language", "visual", "cross"), args.sizes, strict=True)) if args.sizes \
         else None  # fmt: skip
@@ -118,6 +121,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     points = zip(lattice["true_quality"], 1.0 - lattice["s_overall"], strict=True)
     best = hypervolume(points, reference)
     path = Path(f"{args.out}.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
     record: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
     record.update(budgets=args.budgets, reference_quality=reference, best_hypervolume=best)
     record.setdefault("runs", {})
@@ -195,7 +199,6 @@ def main() -> None:
         if searcher not in SEARCHERS or scheduler not in SCHEDULERS:
             parser.error(f"--variants: {v!r} is not SEARCHER+SCHEDULER ({', '.join(SEARCHERS)} "
                          f"+ {', '.join(SCHEDULERS)})")  # fmt: skip
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     record = run(args)
     rows = summary(record, args.within)
     text = markdown(rows, record, args.within)

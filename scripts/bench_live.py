@@ -39,7 +39,14 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_lattice import run_or_resume  # noqa: E402
-from bench_regret import GRID, quantiles, regret_curve, summary, variant_config  # noqa: E402
+from bench_regret import (  # noqa: E402
+    GRID,
+    quantiles,
+    refuse,
+    regret_curve,
+    summary,
+    variant_config,
+)
 
 from search.config import load_config  # noqa: E402
 from search.replay import ALLOCATION, ReferenceTable, replay  # noqa: E402
@@ -82,10 +89,10 @@ def predicted_budget(path: Path, variant: str, concurrency: int, within: float) 
     for row in summary(record, within):
         if row["variant"] == variant and row["concurrency"] == concurrency:
             if row["reached"] is None:
-                sys.exit(f"--regret {path}: {variant} at concurrency {concurrency} never reaches "
+                refuse(f"--regret {path}: {variant} at concurrency {concurrency} never reaches "
                          f"median regret <= {within} within C; give --budget")  # fmt: skip
             return int(row["reached"])
-    sys.exit(f"--regret {path}: no replay of {variant} at concurrency {concurrency}")
+    refuse(f"--regret {path}: no replay of {variant} at concurrency {concurrency}")
 
 
 def replay_quantiles(cfg: Any, table: ReferenceTable, variant: str, concurrency: int,
@@ -119,8 +126,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     path = args.out / "live.json"
     record = json.loads(path.read_text()) if path.is_file() else {}
     if record and (record.get("budget"), record.get("concurrency")) != (budget, args.concurrency):
-        sys.exit(f"{path}: made for budget {record.get('budget')} at concurrency "
+        refuse(f"{path}: made for budget {record.get('budget')} at concurrency "
                  f"{record.get('concurrency')}; use another --out")  # fmt: skip
+    args.out.mkdir(parents=True, exist_ok=True)
     record.update(budget=budget, concurrency=args.concurrency, best_quality=best)
     arms = record.setdefault("arms", {})
 
@@ -188,7 +196,6 @@ def main() -> None:
     if args.variant.partition("+")[0] in ("", "grid"):
         parser.error(f"--variant {args.variant!r}: an Optuna SEARCHER+SCHEDULER; the grid's "
                      "live runs are --grid-runs")  # fmt: skip
-    args.out.mkdir(parents=True, exist_ok=True)
     record = run(args)
     text = markdown(record)
     (args.out / "live.md").write_text(text + "\n")

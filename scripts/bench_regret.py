@@ -31,8 +31,9 @@ import argparse
 import json
 import math
 import re
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -58,6 +59,12 @@ def variant_config(cfg: Any, variant: str, trials: int | None) -> Any:
     if searcher != "grid" and trials is not None:
         update["num_samples"] = trials
     return cfg.model_copy(update={"search": cfg.search.model_copy(update=update)})
+
+
+def refuse(message: str) -> NoReturn:
+    """Bad input: one line on stderr, exit code 2."""
+    print(message, file=sys.stderr)
+    sys.exit(2)
 
 
 def valid_variant(variant: str) -> bool:

@@ -85,4 +85,5 @@ def test_grids_per_budget_reach_the_lattice_front_and_the_searchers_are_scored_t
     assert json.loads(Path(f"{out}.json").read_text()) == record
     missing = subprocess.run([*cmd[:12], "--budgets", "0.3", "0.9"], capture_output=True,
                              text=True, timeout=300)  # fmt: skip
-    assert missing.returncode == 1 and "--table: no lattice at budget(s) [0.9]" in missing.stderr
+    assert missing.returncode == 2 and "--table: no lattice at budget(s) [0.9]" in missing.stderr
+    assert missing.stderr.strip().count("\n") == 0  # one line
