@@ -136,6 +136,21 @@ REGIMES: dict[str, dict[str, dict[str, Any]]] = {
     # less noise (each sign pair's product is then clean enough to learn from) and a fainter clue
     "paper-prod-n05-c20": _merge(_PAPER, {"synth": {"noise": 0.5, "answer_code": "product",
                                                     "answer_clue": 0.2}}),
+    # paper-n1 with four times stage 1's push (twice the epochs at twice the lr): fine-tuning the
+    # BCE model harder should write the training prior into the backbone (the language side, where
+    # the question type is read), not only into the answer head, so retraining the head cannot undo
+    # it (P4) while masks on the language module can and masks on the visual module cannot (P6),
+    # the paper's reading of its fig. 6 ("the language and cross-modality modules capture more
+    # training set bias than the visual module")
+    "paper-n1-s1x4": _merge(_PAPER, {"synth": {"noise": 1.0},
+                                     "finetune": {"epochs": 12, "lr": 1.0e-3}}),
+    # paper-n1 with a nuisance shared by every box (`nuisance` 3: a fixed direction, std 1 per
+    # dimension, times 3 and a gain drawn per box in [0, 2]): the dense visual projection learns
+    # to null it out, and pruning the visual module breaks that cancellation, so the residue
+    # (growing with the energy of the removed weights, small at 0.5, large at 0.7 and above)
+    # adds noise to every region the cross-modal layer reads (P6, P7), while the language and
+    # cross-modal modules never see it
+    "paper-n1-nu3": _merge(_PAPER, {"synth": {"noise": 1.0, "nuisance": 3.0}}),
     # a smoke test of this script, not a regime: minutes, not hours
     "smoke": {"synth": {"questions": 600, "images": 300, "feature_dim": 16},
               "pretrain": {"epochs": 1}, "finetune": {"epochs": 1}, "pruning": {"epochs": 1}},

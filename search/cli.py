@@ -124,6 +124,13 @@ def synth(
             "readable without the product (0: none)."
         ),
     ] = 0.0,
+    nuisance: Annotated[
+        float,
+        typer.Option(
+            help="Scale of a nuisance direction shared by every box with a gain drawn per box "
+            "in [0, 2] (0: none); the visual projection must null it out."
+        ),
+    ] = 0.0,
     bias: Annotated[
         float, typer.Option(help="Share of answers that follow the planted shortcut.")
     ] = 0.8,
@@ -161,6 +168,7 @@ def synth(
         link_codes=link_codes,
         answer_code=answer_code,
         answer_clue=answer_clue,
+        nuisance=nuisance,
         bias=bias,
         test_answers=test_answers,
         test_fraction=test_fraction,

@@ -356,6 +356,7 @@ def test_synth_unknown_choice(tmp_path: Path, option: str, value: str) -> None:
         (["--images", "938"], "--images 938 are too few for the split sizes"),
         (["--test-fraction", "0"], "--test-fraction must be > 0, got 0.0"),
         (["--answer-strength", "-1"], "--answer-strength must be > 0, got -1.0"),
+        (["--nuisance", "-0.5"], "--nuisance must be >= 0, got -0.5"),
         (
             ["--answer-hops", "2"],
             "--answer-boxes 3 needs 50 boxes per image (8 question types x "

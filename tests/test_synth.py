@@ -305,6 +305,30 @@ def test_answer_code_product_gives_the_answer_only_as_a_per_box_product(tmp_path
         SynthSpec(answer_code="xor").check()
 
 
+def test_nuisance_adds_one_shared_direction_with_a_gain_per_box(tmp_path: Path) -> None:
+    """`nuisance` m adds m * g * o to every box: o one fixed direction, g drawn per box in
+    [0, 2]; everything else (features, questions, answers) is the benchmark of nuisance 0."""
+    import h5py
+
+    feats = {}
+    for m in (0.0, 3.0):
+        spec = SynthSpec(questions=400, images=200, feature_dim=32, nuisance=m)
+        generate(spec, tmp_path / f"n{m}")
+        with h5py.File(tmp_path / f"n{m}" / "features.h5") as f:
+            feats[m] = f["features"][:].astype(np.float64)
+    extra = feats[3.0] - feats[0.0]  # (M, K, D)
+    rng = np.random.default_rng([spec.seed, 4])
+    direction = rng.standard_normal(32)
+    gain = extra @ direction / (3.0 * direction @ direction)  # (M, K)
+    assert np.abs(extra - 3.0 * gain[..., None] * direction).max() < 1e-4  # one direction only
+    assert 0.0 <= gain.min() and gain.max() <= 2.0
+    assert 0.9 < gain.mean() < 1.1 and gain.std() > 0.5  # uniform on [0, 2]: mean 1, std 0.58
+    for name in ("vqacp_v2_train_annotations.json", "vqacp_v2_test_questions.json"):
+        assert (tmp_path / "n0.0" / name).read_bytes() == (tmp_path / "n3.0" / name).read_bytes()
+    with pytest.raises(InputError, match="--nuisance must be >= 0, got -1"):
+        SynthSpec(nuisance=-1.0).check()
+
+
 def test_synth_command_defaults_are_the_spec_defaults() -> None:
     """`tickets data synth` with no options writes the benchmark SynthSpec() describes."""
     import inspect

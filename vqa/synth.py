@@ -23,7 +23,7 @@ answer can be drawn from whatever distribution the split needs:
 Ten human answers per question: each annotator gives the true answer with the question's agreement
 probability (uniform in [`agreement`, 1]), sometimes in another surface form ("two", "Yes", "the
 red"), else another answer of the same type. Difficulty knobs: `answer_boxes`, `noise`,
-`answer_strength`, `bias`; docs/CALIBRATION.md records how the defaults were chosen.
+`answer_strength`, `nuisance`, `bias`; docs/CALIBRATION.md records how the defaults were chosen.
 """
 
 from __future__ import annotations
@@ -168,6 +168,12 @@ class SynthSpec:
     # readable without the product (0: none). The product alone is not learned by pre-training
     # (docs/CALIBRATION.md); the clue lets attention find the type's boxes first.
     answer_clue: float = 0.0
+    # Scale of a nuisance shared by every box: each box gets nuisance * g * o, where o is one
+    # fixed direction (std 1 per dimension) and the gain g is drawn per box uniformly in [0, 2],
+    # as region features share a large, varying activation energy that says nothing of the
+    # answer. A dense visual projection learns to null o out; pruning it breaks the cancellation,
+    # so the visual module is the one that cannot be pruned cheaply (docs/CALIBRATION.md).
+    nuisance: float = 0.0
 
     def asked_type_ids(self, split: str) -> list[int]:
         """Indices into QUESTION_TYPES of the types `split` asks (`pretrain` may ask half)."""
@@ -224,6 +230,8 @@ class SynthSpec:
             raise InputError("--answer-code product needs --answer-hops 1")
         if self.answer_clue < 0:
             raise InputError(f"--answer-clue must be >= 0, got {self.answer_clue}")
+        if self.nuisance < 0:
+            raise InputError(f"--nuisance must be >= 0, got {self.nuisance}")
         if self.answer_clue and self.answer_code != "product":
             raise InputError("--answer-clue needs --answer-code product")
         if self.link_codes != 0 and self.link_codes < len(QUESTION_TYPES):
@@ -497,6 +505,12 @@ def _render(
             feats[img, pos[j]] = world.object_code[o]
             j += 1
     feats = feats + spec.noise * rng.standard_normal((m, k, d))
+    if spec.nuisance:
+        # its own generator, so the rest of the benchmark is that of nuisance 0
+        nuisance_rng = np.random.default_rng([spec.seed, 4])
+        direction = nuisance_rng.standard_normal(d)
+        gain = nuisance_rng.uniform(0.0, 2.0, size=(m, k, 1))
+        feats = feats + spec.nuisance * gain * direction
     corners = rng.random((m, k, 2, 2))
     boxes = np.concatenate([corners.min(axis=2), corners.max(axis=2)], axis=-1)  # x1 y1 x2 y2
     return feats, boxes.astype(np.float32)
