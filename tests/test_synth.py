@@ -321,7 +321,7 @@ def test_nuisance_adds_one_shared_direction_with_a_gain_per_box(tmp_path: Path) 
     direction = rng.standard_normal(32)
     gain = extra @ direction / (3.0 * direction @ direction)  # (M, K)
     assert np.abs(extra - 3.0 * gain[..., None] * direction).max() < 1e-4  # one direction only
-    assert 0.0 <= gain.min() and gain.max() <= 2.0
+    assert gain.min() >= 0.0 and gain.max() <= 2.0
     assert 0.9 < gain.mean() < 1.1 and gain.std() > 0.5  # uniform on [0, 2]: mean 1, std 0.58
     for name in ("vqacp_v2_train_annotations.json", "vqacp_v2_test_questions.json"):
         assert (tmp_path / "n0.0" / name).read_bytes() == (tmp_path / "n3.0" / name).read_bytes()
