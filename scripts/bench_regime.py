@@ -151,6 +151,12 @@ REGIMES: dict[str, dict[str, dict[str, Any]]] = {
     # adds noise to every region the cross-modal layer reads (P6, P7), while the language and
     # cross-modal modules never see it
     "paper-n1-nu3": _merge(_PAPER, {"synth": {"noise": 1.0, "nuisance": 3.0}}),
+    # paper-n1's visual encoder carries no load (plain magnitude pruning of the whole visual
+    # group at 0.9 costs its LPF model 0.6 points, docs/CALIBRATION.md): a region's code is read
+    # from any tenth of its 192 dimensions and from any of its type's three boxes. Less of that
+    # redundancy: one answer box per type, or 64-d features (the hidden size)
+    "paper-n1-b1": _merge(_PAPER, {"synth": {"noise": 1.0, "answer_boxes": 1}}),
+    "paper-n1-d64": _merge(_PAPER, {"synth": {"noise": 1.0, "feature_dim": 64}}),
     # a smoke test of this script, not a regime: minutes, not hours
     "smoke": {"synth": {"questions": 600, "images": 300, "feature_dim": 16},
               "pretrain": {"epochs": 1}, "finetune": {"epochs": 1}, "pruning": {"epochs": 1}},

@@ -1,10 +1,13 @@
 """Stage-1 training throughput (samples/s) on the demo model and a base-size LXMERT, on this device.
 
-    .venv/bin/python scripts/bench_train.py [--demo-steps 20] [--base-steps 3] [--base-batch 8]
+    .venv/bin/python scripts/bench_train.py [--demo-steps 20] [--base-steps 3] [--base-batch 8] \
+        [--threads 2 1]
 
 Both models run the real stage-1 step (`models.train`'s forward, objective, backward, clip,
 AdamW) on batches assembled from a synthetic cache; the base model gets 2048-d features as
-bottom-up features have. Medians over the timed steps after one warm-up step.
+bottom-up features have. Medians over the timed steps after one warm-up step. With
+`--threads`, the demo model is timed at each torch thread count in turn, in `--rounds`
+interleaved rounds of `--demo-steps` each (one row per count; the base model keeps the first).
 """
 
 from __future__ import annotations
@@ -52,6 +55,8 @@ def main() -> None:
     parser.add_argument("--base-steps", type=int, default=3)
     parser.add_argument("--base-batch", type=int, default=8)
     parser.add_argument("--objective", default="lmh")
+    parser.add_argument("--threads", type=int, nargs="+", default=[torch.get_num_threads()])
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -66,7 +71,7 @@ def main() -> None:
     from vqa.synth import SynthSpec, generate
 
     device = pick_device("auto")
-    print(f"device {device}, torch threads {torch.get_num_threads()}")
+    print(f"device {device}, torch threads {args.threads}")
     with tempfile.TemporaryDirectory() as tmp:
         rows = []
         for name, dim in (("demo", 64), ("base", 2048)):
@@ -86,13 +91,22 @@ def main() -> None:
             model = VQAModel(backbone, data.num_answers).to(device)
             objective = build_objective(ObjectiveConfig(name=args.objective),
                                         backbone.config.hidden_size).to(device)  # fmt: skip
-            times = _time_steps(model, objective, data, split, batch, steps, device)
-            step = statistics.median(times)
             n_params = sum(p.numel() for p in model.parameters())
-            rows.append((name, n_params, batch, steps, step, batch / step))
-    print(f"{'model':<6} {'params':>12} {'batch':>6} {'steps':>6} {'s/step':>9} {'samples/s':>10}")
-    for name, n, batch, steps, step, sps in rows:
-        print(f"{name:<6} {n:>12,} {batch:>6} {steps:>6} {step:>9.3f} {sps:>10.1f}")
+            counts = args.threads if name == "demo" else args.threads[:1]
+            rounds = args.rounds if len(counts) > 1 else 1
+            times: dict[int, list[float]] = {n: [] for n in counts}
+            for _ in range(rounds):
+                for n in counts:
+                    torch.set_num_threads(n)
+                    times[n] += _time_steps(model, objective, data, split, batch, steps, device)
+            torch.set_num_threads(args.threads[0])
+            for n in counts:
+                step = statistics.median(times[n])
+                rows.append((name, n, n_params, batch, len(times[n]), step, batch / step))
+    print(f"{'model':<6} {'threads':>7} {'params':>12} {'batch':>6} {'steps':>6} {'s/step':>9} "
+          f"{'samples/s':>10}")  # fmt: skip
+    for name, n, n_params, batch, steps, step, sps in rows:
+        print(f"{name:<6} {n:>7} {n_params:>12,} {batch:>6} {steps:>6} {step:>9.3f} {sps:>10.1f}")
 
 
 if __name__ == "__main__":

@@ -118,33 +118,46 @@ class Stage1Run:
     metrics: dict[str, dict]
 
 
-def _stage1_run(root: Path, seed: int) -> Stage1Run:
-    """Pre-train (demo sizes) then stage 1 with `bce` and with `lmh`, on one seed's benchmark."""
-    import yaml
+@pytest.fixture(scope="session")
+def effect_pool():
+    """The workers the slow effect tests train in (tests/effects_work.py)."""
+    from tests.effects_work import worker_pool
 
-    from models.train import fit
-    from search.config import validate_config
-
-    bench = make_bench(root / "data", dataset="vqacp_v2", seed=seed)
-    raw = yaml.safe_load((bench.root / "prepare.yaml").read_text())
-    raw["pretrain"] = {"output_dir": str(root / "pre"), "seed": seed, **EFFECT_PRETRAIN}
-    raw["model"] = {"checkpoint": str(root / "pre" / "model")}
-    cfg = validate_config(raw, "effects")
-    fit("pretrain", cfg.data, cfg.model, None, cfg.pretrain,
-        cfg.blocks_yaml("data", "pretrain"))  # fmt: skip
-    metrics = {}
-    for loss in ("bce", "lmh"):
-        finetune = {"output_dir": str(root / loss), "seed": seed, **EFFECT_FINETUNE}
-        raw_ft = {**raw, "objective": {"name": loss}, "finetune": finetune}
-        c = validate_config(raw_ft, "effects")
-        metrics[loss] = fit("finetune", c.data, c.model, c.objective, c.finetune,
-                            c.blocks_yaml("data", "model", "objective", "finetune"))  # fmt: skip
-    return Stage1Run(seed, root, bench, raw, metrics)
+    with worker_pool() as pool:
+        yield pool
 
 
 @pytest.fixture(scope="session")
-def stage1_runs(tmp_path_factory: pytest.TempPathFactory) -> list[Stage1Run]:
-    return [_stage1_run(tmp_path_factory.mktemp(f"seed{s}"), s) for s in EFFECT_SEEDS]
+def stage1_runs(tmp_path_factory: pytest.TempPathFactory, effect_pool) -> list[Stage1Run]:
+    """Per effect seed: pre-train (demo sizes), then stage 1 with `bce` and with `lmh`, each run
+    in a worker as soon as what it starts from is there."""
+    from concurrent.futures import as_completed
+
+    import yaml
+
+    from tests.effects_work import finetune, pretrain
+
+    runs: dict[int, Stage1Run] = {}
+    for seed in EFFECT_SEEDS:
+        root = tmp_path_factory.mktemp(f"seed{seed}")
+        bench = make_bench(root / "data", dataset="vqacp_v2", seed=seed)
+        raw = yaml.safe_load((bench.root / "prepare.yaml").read_text())
+        raw["pretrain"] = {"output_dir": str(root / "pre"), "seed": seed, **EFFECT_PRETRAIN}
+        raw["model"] = {"checkpoint": str(root / "pre" / "model")}
+        runs[seed] = Stage1Run(seed, root, bench, raw, {})
+    pre = {effect_pool.submit(pretrain, run.raw): seed for seed, run in runs.items()}
+    stage1 = {}
+    for done in as_completed(pre):
+        done.result()
+        run = runs[pre[done]]
+        for loss in ("bce", "lmh"):
+            finetune_block = {"output_dir": str(run.root / loss), "seed": run.seed,
+                              **EFFECT_FINETUNE}  # fmt: skip
+            raw_ft = {**run.raw, "objective": {"name": loss}, "finetune": finetune_block}
+            stage1[(run.seed, loss)] = effect_pool.submit(finetune, raw_ft)
+    for (seed, loss), future in stage1.items():
+        runs[seed].metrics[loss] = future.result()
+    return [runs[seed] for seed in EFFECT_SEEDS]
 
 
 @pytest.fixture(scope="session")

@@ -62,20 +62,20 @@ def test_realised_sparsity_is_the_request_within_one_weight_per_tensor() -> None
 
 @pytest.mark.slow
 def test_lmh_mask_training_beats_the_full_bce_model_out_of_distribution(
-    stage1_runs: list[Stage1Run],
+    stage1_runs: list[Stage1Run], effect_pool
 ) -> None:
-    from pruning.train import prune
-    from search.config import validate_config
+    from tests.effects_work import prune_run
 
-    full, pruned = [], []
+    futures = []
     for run in stage1_runs:
         out = run.root / "prune_lmh"
         raw = {**run.raw, "pruning": {"output_dir": str(out), "seed": run.seed,
                                       "checkpoint": str(run.root / "bce" / "best"),
                                       **FIGURE2_PRUNING}}  # fmt: skip
-        cfg = validate_config(raw, "figure2").resolved()
-        metrics = prune(cfg.data, cfg.pruning, None, cfg.blocks_yaml("data", "pruning"),
-                        data=run.bench.data)  # fmt: skip
+        futures.append(effect_pool.submit(prune_run, raw))
+    full, pruned = [], []
+    for run, future in zip(stage1_runs, futures, strict=True):
+        metrics = future.result()
         assert metrics["sparsity"]["overall"]["realised"] == pytest.approx(0.5, abs=1e-3)
         full.append(run.metrics["bce"]["test"]["overall"])
         pruned.append(metrics["test"]["overall"])
@@ -92,7 +92,7 @@ ALLOCATIONS = {"uniform": (0.7, 0.7), "language-heavy": (0.99, 0.3)}
 
 
 @pytest.mark.slow
-def test_the_allocation_matters_at_s07(stage1_runs: list[Stage1Run]) -> None:
+def test_the_allocation_matters_at_s07(stage1_runs: list[Stage1Run], effect_pool) -> None:
     """Issue 5's precondition for the search benchmark: at s = 0.7 some allocation differs from
     the uniform one by at least 5 OOD points, averaged over the effect seeds (LMH mask training on
     each seed's BCE stage-1 model).
@@ -102,10 +102,9 @@ def test_the_allocation_matters_at_s07(stage1_runs: list[Stage1Run]) -> None:
     means). On the earlier data and
     tokenizer (docs/BENCHMARKS.md) language-light (0.1, 0.9) and visual-light (0.9, 0.1) were too
     close to uniform to hold in every run, so the test leans on the language-heavy gap."""
-    from pruning.train import prune
-    from search.config import validate_config
+    from tests.effects_work import prune_run
 
-    ood: dict[str, list[float]] = {name: [] for name in ALLOCATIONS}
+    futures: dict[str, list] = {name: [] for name in ALLOCATIONS}
     for run in stage1_runs:
         for name, (language, visual) in ALLOCATIONS.items():
             out = run.root / f"prune_{name}"
@@ -113,9 +112,11 @@ def test_the_allocation_matters_at_s07(stage1_runs: list[Stage1Run]) -> None:
                                           "checkpoint": str(run.root / "bce" / "best"),
                                           "language": language, "visual": visual,
                                           **ALLOCATION_PRUNING}}  # fmt: skip
-            cfg = validate_config(raw, "allocation").resolved()
-            metrics = prune(cfg.data, cfg.pruning, None, cfg.blocks_yaml("data", "pruning"),
-                            data=run.bench.data)  # fmt: skip
+            futures[name].append(effect_pool.submit(prune_run, raw))
+    ood: dict[str, list[float]] = {name: [] for name in ALLOCATIONS}
+    for name, runs in futures.items():
+        for future in runs:
+            metrics = future.result()
             assert metrics["sparsity"]["overall"]["realised"] == pytest.approx(0.7, abs=1e-3)
             ood[name].append(metrics["test"]["overall"])
     means = {name: float(np.mean(v)) for name, v in ood.items()}
