@@ -2,8 +2,9 @@
 
 On CI's two cores two runs side by side beat one run on two threads: a demo-size step runs
 only 1.4x faster on two threads than on one (docs/BENCHMARKS.md, `bench_train.py --threads`),
-so two one-thread workers train up to 1.5x as many samples per second. Each run is an ordinary `fit` / `prune` of a plain
-config, seeded by it, so its result does not depend on which worker runs it or when.
+so two one-thread workers train up to 1.5x as many samples per second. Each run is an ordinary
+`fit` / `prune` of a plain config, seeded by it, so its result does not depend on which worker
+runs it or when.
 """
 
 from __future__ import annotations
