@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 
 
 class ArchitectureConfig(BaseModel):
@@ -77,6 +77,18 @@ class TrainConfig(BaseModel):
         return self.model_copy(update={"output_dir": self.output_dir.expanduser().resolve()})
 
 
+class MaskedObjectsConfig(BaseModel):
+    """`pretrain.masked_objects`: masked object feature regression beside the QA loss
+    (models/masked_objects.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    share: float = Field(0.15, gt=0.0, le=1.0)
+    """Share of boxes masked per question (LXMERT's: 0.15)."""
+    weight: float = Field(1.0, gt=0.0)
+    """Weight of the regression loss against the QA loss."""
+
+
 class PretrainConfig(TrainConfig):
     """`tickets pretrain`: question answering on the balanced `pretrain` split of a synthetic
     benchmark. `loss: ce` is LXMERT's own pre-training QA loss (softmax cross-entropy against the
@@ -85,3 +97,14 @@ class PretrainConfig(TrainConfig):
 
     architecture: ArchitectureConfig = ArchitectureConfig()
     loss: Literal["ce", "bce"] = "ce"
+    # LXMERT's visual pre-training task; None (the default) trains question answering alone.
+    masked_objects: MaskedObjectsConfig | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_task(self, handler):
+        # Without the task the saved config is what it was before the field existed, so a run
+        # recorded then still resumes and is still found complete.
+        dumped = handler(self)
+        if dumped.get("masked_objects", 0) is None:
+            del dumped["masked_objects"]
+        return dumped

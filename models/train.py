@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from models.config import ModelConfig, PretrainConfig, TrainConfig
 from models.evaluate import evaluate_split, split_logits
+from models.masked_objects import MaskedObjects, PretrainObjective
 from models.objectives import ObjectiveConfig, build_objective
 from models.vqa_model import (
     VQAModel,
@@ -132,6 +133,12 @@ def fit(
     model, tokenizer = build_model(stage, model_cfg, train_cfg, data)
     record_config(out, config_yaml)  # only once the inputs are known good
     objective = build_objective(objective_cfg, model.backbone.config.hidden_size)
+    if isinstance(train_cfg, PretrainConfig) and train_cfg.masked_objects is not None:
+        config = model.backbone.config
+        objects = MaskedObjects(
+            config.hidden_size, config.visual_feat_dim, train_cfg.masked_objects
+        )
+        objective = PretrainObjective(objective, objects)
     model.to(device)
     objective.to(device)
 
@@ -210,11 +217,25 @@ def train_epoch(name: str, model: VQAModel, objective, params: list, optimizer, 
         if pending is not None:  # after building this batch, which overlapped the last step
             settle(pending, i)
             pending = None
-        with autocast:
-            logits, pooled = model(
-                batch.input_ids, batch.attention_mask, batch.visual_feats, batch.visual_pos
-            )
-        loss = objective(logits.float(), batch.targets, batch.prior, pooled.float())
+        objects = objective.objects if isinstance(objective, PretrainObjective) else None
+        if objects is None:
+            with autocast:
+                logits, pooled = model(
+                    batch.input_ids, batch.attention_mask, batch.visual_feats, batch.visual_pos
+                )
+            loss = objective(logits.float(), batch.targets, batch.prior, pooled.float())
+        else:
+            # the masks of step i of this epoch, the same on a resume
+            chosen, kept = objects.draw(tuple(batch.visual_feats.shape),
+                                        np.random.default_rng([cfg.seed, epoch, i, 1]))  # fmt: skip
+            chosen, kept = chosen.to(device), kept.to(device)
+            with autocast:
+                logits, pooled, vision = model.forward_with_vision(
+                    batch.input_ids, batch.attention_mask, batch.visual_feats * kept,
+                    batch.visual_pos,
+                )  # fmt: skip
+            loss = objective(logits.float(), batch.targets, batch.prior, pooled.float())
+            loss = loss + objects.loss(vision, batch.visual_feats, chosen)
         if device.type != "cuda" and not torch.isfinite(loss):  # free on the CPU: stop at once
             raise RuntimeError(f"{name}: non-finite loss at epoch {epoch + 1}, step {i + 1}")
         optimizer.zero_grad(set_to_none=True)

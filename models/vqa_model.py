@@ -83,13 +83,27 @@ class VQAModel(nn.Module):
         visual_pos: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Answer logits (B, A) and the pooled cross-modal output (B, H)."""
+        logits, pooled, _ = self.forward_with_vision(
+            input_ids, attention_mask, visual_feats, visual_pos
+        )
+        return logits, pooled
+
+    def forward_with_vision(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        visual_feats: torch.Tensor,
+        visual_pos: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Answer logits (B, A), the pooled output (B, H) and the cross-modal layers' visual
+        output (B, K, H), one per box (what LXMERT's masked-object heads read)."""
         out = self.backbone(
             input_ids=input_ids,
             attention_mask=attention_mask,
             visual_feats=visual_feats,
             visual_pos=visual_pos,
         )
-        return self.head(out.pooled_output), out.pooled_output
+        return self.head(out.pooled_output), out.pooled_output, out.vision_output
 
 
 def hf_name(name: str) -> str:

@@ -157,6 +157,16 @@ REGIMES: dict[str, dict[str, dict[str, Any]]] = {
     # redundancy: one answer box per type, or 64-d features (the hidden size)
     "paper-n1-b1": _merge(_PAPER, {"synth": {"noise": 1.0, "answer_boxes": 1}}),
     "paper-n1-d64": _merge(_PAPER, {"synth": {"noise": 1.0, "feature_dim": 64}}),
+    # paper-n1 with LXMERT's masked object feature regression beside pre-training's QA loss
+    # (`pretrain.masked_objects`): a masked box keeps half its dimensions and the visual encoder
+    # must rebuild the other half from its type's sibling boxes, a relational job with direct
+    # supervision that question answering alone never gives it. The visual encoder then does
+    # work (relating and denoising a type's boxes) that the cross-modal layer comes to read, so
+    # pruning it costs (P6, P7); at 0.15 of the boxes (LXMERT's share) and at half of them
+    "paper-n1-mo15": _merge(_PAPER, {"synth": {"noise": 1.0},
+                                     "pretrain": {"masked_objects": {"share": 0.15}}}),
+    "paper-n1-mo50": _merge(_PAPER, {"synth": {"noise": 1.0},
+                                     "pretrain": {"masked_objects": {"share": 0.5}}}),
     # a smoke test of this script, not a regime: minutes, not hours
     "smoke": {"synth": {"questions": 600, "images": 300, "feature_dim": 16},
               "pretrain": {"epochs": 1}, "finetune": {"epochs": 1}, "pruning": {"epochs": 1}},

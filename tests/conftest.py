@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +18,37 @@ from vqa.cache import PreparedData, load_cache  # noqa: E402
 from vqa.config import DataConfig  # noqa: E402
 from vqa.prepare import prepare  # noqa: E402
 from vqa.synth import SynthSpec, generate  # noqa: E402
+
+# `scripts/test.sh` runs the suite in two pytest-xdist workers (`--dist loadgroup`). Each module
+# stays in one worker, so its module fixtures are built once; the two effect-test modules share
+# one group (their stage-1 runs are one session fixture) and go first, being the longest.
+EFFECT_MODULES = ("test_effects_pruning.py", "test_effects_stage1.py")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        name = item.path.name
+        item.add_marker(pytest.mark.xdist_group("effects" if name in EFFECT_MODULES else name))
+    items.sort(key=lambda item: item.path.name not in EFFECT_MODULES)  # stable: keeps the rest
+
+
+# The installed command, run in a fresh process as its user runs it.
+TICKETS = str(Path(sys.executable).parent / "tickets")
+
+
+def tickets_env(**extra: str) -> dict[str, str]:
+    """The environment a user's `tickets` gets: offline, no address of the test session's own
+    Ray runtime (so a sweep starts its own), plus `extra`."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_CHDIR_TO_TRIAL_DIR": "0", **extra}
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
+def run_tickets(*args: str | Path, timeout: float = 600, cwd: Path | None = None,
+                **env: str) -> subprocess.CompletedProcess:  # fmt: skip
+    """`tickets ARGS` in a fresh process; its output captured as text."""
+    return subprocess.run([TICKETS, *map(str, args)], env=tickets_env(**env), cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout)  # fmt: skip
 
 
 @dataclass

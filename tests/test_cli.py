@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,18 +14,10 @@ from typer.testing import CliRunner
 
 from search.cli import app
 from search.config import load_config, validate_config
+from tests.conftest import run_tickets
 from vqa.features import load_feature_store
 
 runner = CliRunner()
-TICKETS = str(Path(sys.executable).parent / "tickets")
-
-
-def _tickets(*args: str) -> subprocess.CompletedProcess:
-    """The installed `tickets` in a fresh process, as its user runs it (its own Ray runtime)."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_CHDIR_TO_TRIAL_DIR": "0"}
-    env.pop("RAY_ADDRESS", None)
-    return subprocess.run([TICKETS, *args], env=env, capture_output=True, text=True,
-                          timeout=900)  # fmt: skip
 
 
 @pytest.mark.ray
@@ -36,7 +25,7 @@ def test_demo_runs_the_whole_pipeline(tmp_path: Path) -> None:
     args = ["demo", "--out", str(tmp_path / "demo"), "--questions", "800",
             "pretrain.epochs=1", "finetune.epochs=1", "pruning.epochs=2", "search.num_samples=3",
             "search.asha.grace_period=1"]  # fmt: skip
-    result = _tickets(*args)
+    result = run_tickets(*args, timeout=900)
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "prior-only baseline" in out
@@ -73,7 +62,7 @@ def test_demo_runs_the_whole_pipeline(tmp_path: Path) -> None:
     for name in ("pareto.png", "allocation_sel_overall.png", "epochs.parquet"):
         assert (run_dir / name).is_file() and str(run_dir / name) in out, name
     # Run again: every stage is found complete and nothing is redone.
-    again = _tickets(*args)
+    again = run_tickets(*args, timeout=900)
     assert again.returncode == 0, again.stdout + again.stderr
     assert (again.stdout + again.stderr).count("already complete") == 2
     pd.testing.assert_frame_equal(pd.read_parquet(run_dir / "trials.parquet"), trials)

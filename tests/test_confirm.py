@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,14 +15,8 @@ from ray.tune.schedulers import TrialScheduler
 
 from search.config import validate_config
 from search.confirm import ConfirmingASHA, confirmed
-from tests.conftest import Bench
+from tests.conftest import TICKETS, Bench, run_tickets, tickets_env
 from tests.test_search import sweep_config
-
-TICKETS = str(Path(sys.executable).parent / "tickets")
-
-
-def _env() -> dict[str, str]:
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_CHDIR_TO_TRIAL_DIR": "0"}
 
 
 def _confirmation_running(run_dir: Path) -> bool:
@@ -53,7 +45,7 @@ def test_confirmation_reruns_the_winners_with_fresh_seeds_and_survives_an_interr
                           confirm={"top": 2, "seeds": 2})  # fmt: skip
     run_dir = tmp_path / "runs" / "sweep"
     cmd = [TICKETS, "search", str(config), "pruning.epochs=4"]
-    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, env=tickets_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 600
     while time.time() < deadline and proc.poll() is None and not _confirmation_running(run_dir):
         time.sleep(0.1)
@@ -64,8 +56,7 @@ def test_confirmation_reruns_the_winners_with_fresh_seeds_and_survives_an_interr
     interrupted = pd.read_parquet(run_dir / "trials.parquet")
     assert (interrupted["confirm_of"].notna() & (interrupted["status"] == "finished")).sum() < 4
 
-    resumed = subprocess.run([TICKETS, "resume", str(run_dir)], env=_env(), capture_output=True,
-                             text=True, timeout=900)  # fmt: skip
+    resumed = run_tickets("resume", str(run_dir), timeout=900)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     trials = pd.read_parquet(run_dir / "trials.parquet")
     assert trials["trial_id"].is_unique
@@ -94,8 +85,7 @@ def test_confirmation_reruns_the_winners_with_fresh_seeds_and_survives_an_interr
     assert len(study.trials) == 3
     assert "confirmed with fresh training seeds" in resumed.stdout
     assert "confirmation runs: 4" in resumed.stdout
-    status = subprocess.run([TICKETS, "status", str(run_dir)], env=_env(), capture_output=True,
-                            text=True, timeout=300)  # fmt: skip
+    status = run_tickets("status", str(run_dir), timeout=300)
     assert status.returncode == 0 and "trials: 7 of 7 started" in status.stdout, status.stdout
 
     table = confirmed(trials, "sel_overall", "max")
@@ -106,11 +96,9 @@ def test_confirmation_reruns_the_winners_with_fresh_seeds_and_survives_an_interr
         assert row["sel_overall_std"] == pytest.approx(mine.std(ddof=1))
     assert table["sel_overall_mean"].is_monotonic_decreasing
     # The Pareto front is the search's: the re-runs repeat its allocations.
-    front = subprocess.run([TICKETS, "pareto", str(run_dir)], env=_env(), capture_output=True,
-                           text=True, timeout=300)  # fmt: skip
+    front = run_tickets("pareto", str(run_dir), timeout=300)
     assert front.returncode == 0, front.stderr[-2000:]
-    grown = subprocess.run([TICKETS, "resume", str(run_dir), "search.num_samples=5"],
-                           env=_env(), capture_output=True, text=True, timeout=300)  # fmt: skip
+    grown = run_tickets("resume", str(run_dir), "search.num_samples=5", timeout=300)
     assert grown.returncode == 2 and "cannot grow" in grown.stderr
     assert len(pd.read_parquet(run_dir / "trials.parquet")) == 7
 

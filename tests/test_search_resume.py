@@ -6,22 +6,16 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from tests.conftest import Bench
+from tests.conftest import TICKETS, Bench, run_tickets, tickets_env
 from tests.test_search import sweep_config
 
-TICKETS = str(Path(sys.executable).parent / "tickets")
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
-
-
-def _env() -> dict[str, str]:
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_CHDIR_TO_TRIAL_DIR": "0"}
 
 
 def _resumable_checkpoint(run_dir: Path, finished: set[str], to_go: int) -> float | None:
@@ -66,7 +60,7 @@ def test_killed_sweep_resumes_without_losing_or_repeating_trials(
     hps = {"epochs": {"type": "int", "low": 12, "high": 24}}
     config = sweep_config(tiny_bench, tiny_stage1, tmp_path, num_samples=4, hyperparameters=hps)
     run_dir = tmp_path / "runs" / "sweep"
-    proc = subprocess.Popen([TICKETS, "search", str(config)], env=_env(),
+    proc = subprocess.Popen([TICKETS, "search", str(config)], env=tickets_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
     deadline, before = time.time() + 600, None
     while time.time() < deadline:
@@ -87,14 +81,12 @@ def test_killed_sweep_resumes_without_losing_or_repeating_trials(
     finished_before = before[before["status"] == "finished"].set_index("trial_id")
     assert len(finished_before) < 4
     # The killed driver left driver.json saying running; its dead pid tells the truth.
-    status = subprocess.run([TICKETS, "status", str(run_dir)], env=_env(), capture_output=True,
-                            text=True, timeout=120)  # fmt: skip
+    status = run_tickets("status", str(run_dir), timeout=120)
     assert status.returncode == 0, status.stderr
     assert f"sweep sweep ({run_dir}): interrupted" in status.stdout
     assert "[interrupted]" in status.stdout  # the trial that was running
 
-    resumed = subprocess.run([TICKETS, "resume", str(run_dir)], env=_env(), capture_output=True,
-                             text=True, timeout=900)  # fmt: skip
+    resumed = run_tickets("resume", str(run_dir), timeout=900)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     after = pd.read_parquet(run_dir / "trials.parquet")
     assert after["trial_id"].is_unique

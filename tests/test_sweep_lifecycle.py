@@ -6,7 +6,6 @@ of it elsewhere, a sweep whose every trial fails (exit 1), and a failed start (e
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import signal
@@ -23,10 +22,9 @@ import yaml
 from ray.tune.stopper import Stopper
 
 from search.driver import Outcome
-from tests.conftest import Bench
+from tests.conftest import TICKETS, Bench, run_tickets, tickets_env
 from tests.test_search import sweep_config
 
-TICKETS = str(Path(sys.executable).parent / "tickets")
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 EPOCHS = 32
 EPOCH_LINE = re.compile(
@@ -34,17 +32,6 @@ EPOCH_LINE = re.compile(
     r"sel_overall [\d.]+ \(best so far [\d.]+\)$",
     re.M,
 )
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_CHDIR_TO_TRIAL_DIR": "0", **extra}
-    env.pop("RAY_ADDRESS", None)
-    return {**env, **extra}
-
-
-def _tickets(*args: str, timeout: float = 600, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([TICKETS, *args], env=_env(**env), capture_output=True, text=True,
-                          timeout=timeout)  # fmt: skip
 
 
 def _config(bench: Bench, stage1: Path, out: Path, epochs: int, **search) -> Path:
@@ -73,7 +60,7 @@ def flow(tiny_bench: Bench, tiny_stage1: Path, tmp_path_factory: pytest.TempPath
     root = tmp_path_factory.mktemp("lifecycle")
     flow = Flow(root, _config(tiny_bench, tiny_stage1, root, EPOCHS, num_samples=2,
                               max_concurrent_trials=2, checkpoint_every=2))  # fmt: skip
-    proc = subprocess.Popen([TICKETS, "search", str(flow.config)], env=_env(), text=True,
+    proc = subprocess.Popen([TICKETS, "search", str(flow.config)], env=tickets_env(), text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
     out: list[str] = []
     err: list[str] = []
@@ -97,7 +84,7 @@ def flow(tiny_bench: Bench, tiny_stage1: Path, tmp_path_factory: pytest.TempPath
     # Both from other processes at once while the sweep runs.
     side = {"resume_running": ("resume",), "status_running": ("status",)}
     threads = [threading.Thread(target=lambda k=k, a=a: flow.steps.__setitem__(
-        k, _tickets(*a, str(flow.run_dir)))) for k, a in side.items()]  # fmt: skip
+        k, run_tickets(*a, str(flow.run_dir)))) for k, a in side.items()]  # fmt: skip
     for t in threads:
         t.start()
     for t in threads:
@@ -112,14 +99,14 @@ def flow(tiny_bench: Bench, tiny_stage1: Path, tmp_path_factory: pytest.TempPath
                                                        "".join(err))  # fmt: skip
     flow.tables["interrupted"] = pd.read_parquet(flow.run_dir / "trials.parquet")
     flow.driver = json.loads((flow.run_dir / "driver.json").read_text())
-    flow.steps["status_interrupted"] = _tickets("status", str(flow.run_dir))
-    flow.steps["resume"] = _tickets("resume", str(flow.run_dir))
+    flow.steps["status_interrupted"] = run_tickets("status", str(flow.run_dir))
+    flow.steps["resume"] = run_tickets("resume", str(flow.run_dir))
     flow.tables["resumed"] = pd.read_parquet(flow.run_dir / "trials.parquet")
     # A RAY_ADDRESS nobody listens on: were Ray started, the command would exit 2.
     nowhere = f"127.0.0.1:{_free_port()}"
-    flow.steps["resume_finished"] = _tickets("resume", str(flow.run_dir), RAY_ADDRESS=nowhere)
-    flow.steps["resume_bad"] = _tickets("resume", str(flow.run_dir), "search.lr=0.1")
-    flow.steps["grow"] = _tickets("resume", str(flow.run_dir), "search.num_samples=3")
+    flow.steps["resume_finished"] = run_tickets("resume", str(flow.run_dir), RAY_ADDRESS=nowhere)
+    flow.steps["resume_bad"] = run_tickets("resume", str(flow.run_dir), "search.lr=0.1")
+    flow.steps["grow"] = run_tickets("resume", str(flow.run_dir), "search.num_samples=3")
     flow.tables["grown"] = pd.read_parquet(flow.run_dir / "trials.parquet")
     return flow
 
@@ -228,20 +215,20 @@ def test_a_copied_sweep_is_read_where_it_now_is(flow: Flow, tmp_path: Path) -> N
     away = flow.run_dir.with_name("sweep-away")
     flow.run_dir.rename(away)  # reading the original would now fail
     try:
-        results = _tickets("results", str(copy))
+        results = run_tickets("results", str(copy))
         assert results.returncode == 0, results.stderr
         assert f"wrote {copy / 'trials.parquet'} (3 trials)" in results.stdout
-        status = _tickets("status", str(copy))
+        status = run_tickets("status", str(copy))
         assert status.returncode == 0 and f"({copy}): finished" in status.stdout
-        pareto = _tickets("pareto", str(copy), "--objectives", "sel_overall:max,params:min")
+        pareto = run_tickets("pareto", str(copy), "--objectives", "sel_overall:max,params:min")
         assert pareto.returncode == 0, pareto.stderr
         assert (copy / "pareto.parquet").is_file()
         best = pd.read_parquet(copy / "trials.parquet").iloc[0]["trial_id"]
-        export = _tickets("export", str(copy), "--trial", best, str(tmp_path / "exported"))
+        export = run_tickets("export", str(copy), "--trial", best, str(tmp_path / "exported"))
         assert export.returncode == 0, export.stderr
         assert (tmp_path / "exported" / "masks.safetensors").is_file()
         # Grown where it now is: the new trial is written into the copy, not the original.
-        grown = _tickets("resume", str(copy), "search.num_samples=4")
+        grown = run_tickets("resume", str(copy), "search.num_samples=4")
         assert grown.returncode == 0, grown.stdout[-2000:] + grown.stderr[-2000:]
         trials = pd.read_parquet(copy / "trials.parquet")
         new = set(trials["trial_id"]) - set(pd.read_parquet(away / "trials.parquet")["trial_id"])
@@ -258,7 +245,7 @@ def test_a_sweep_whose_every_trial_fails_exits_1(
     config = _config(tiny_bench, tiny_stage1, tmp_path, 2, num_samples=2,
                      max_concurrent_trials=2, searcher="random",
                      failure={"max_retries": 0, "inject": {"epoch": 1, "times": 9}})  # fmt: skip
-    run = _tickets("search", str(config))
+    run = run_tickets("search", str(config))
     assert run.returncode == 1, run.stdout[-2000:] + run.stderr[-2000:]
     trials = pd.read_parquet(tmp_path / "runs" / "sweep" / "trials.parquet")
     assert (trials["status"] == "error").all() and len(trials) == 2
@@ -293,7 +280,7 @@ def test_a_cluster_that_cannot_be_reached_leaves_no_run_behind(
     address = f"127.0.0.1:{_free_port()}"
     args = ["search", str(config), "search.connect_timeout_s=2"]
     extra = {"RAY_ADDRESS": address} if how == "RAY_ADDRESS" else {}
-    run = _tickets(*args, *(["--address", address] if how == "--address" else []), **extra)
+    run = run_tickets(*args, *(["--address", address] if how == "--address" else []), **extra)
     assert run.returncode == 2, run.stdout + run.stderr
     assert run.stderr.startswith(f"error: --address {address}: no Ray cluster reachable within 2 s")
     assert run.stderr.count("\n") == 1
@@ -311,7 +298,7 @@ def test_a_sweep_on_uri_storage_survives_the_loss_of_the_drivers_disk(
     laptop.mkdir()
 
     def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-        return subprocess.run([TICKETS, *args], env=_env(), cwd=cwd, capture_output=True,
+        return subprocess.run([TICKETS, *args], env=tickets_env(), cwd=cwd, capture_output=True,
                               text=True, timeout=600)  # fmt: skip
 
     first = run("search", str(config), cwd=driver)
@@ -386,7 +373,7 @@ def test_a_cluster_that_wants_a_token_we_lack_is_one_line_and_leaves_no_run(
 ) -> None:
     # A head node with token authentication, in a process of its own: Ray reads the mode once.
     token = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "t" * 32, "HOME": str(tmp_path)}
-    head = subprocess.Popen([sys.executable, "-c", CLUSTER], env=_env(**token), text=True,
+    head = subprocess.Popen([sys.executable, "-c", CLUSTER], env=tickets_env(**token), text=True,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)  # fmt: skip
     try:
         address = head.stdout.readline().strip()
@@ -394,7 +381,7 @@ def test_a_cluster_that_wants_a_token_we_lack_is_one_line_and_leaves_no_run(
         config = _config(tiny_bench, tiny_stage1, tmp_path, 2)
         home = tmp_path / "home"  # no ~/.ray/auth_token there
         home.mkdir()
-        env = {k: v for k, v in _env(HOME=str(home)).items() if not k.startswith("RAY_AUTH")}
+        env = {k: v for k, v in tickets_env(HOME=str(home)).items() if not k.startswith("RAY_AUTH")}
         run = subprocess.run([TICKETS, "search", str(config), "--address", address],
                              env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
         assert run.returncode == 2, run.stdout[-2000:] + run.stderr[-2000:]
