@@ -19,17 +19,27 @@ from vqa.config import DataConfig  # noqa: E402
 from vqa.prepare import prepare  # noqa: E402
 from vqa.synth import SynthSpec, generate  # noqa: E402
 
-# `scripts/test.sh` runs the suite in two pytest-xdist workers (`--dist loadgroup`). Each module
-# stays in one worker, so its module fixtures are built once; the two effect-test modules share
-# one group (their stage-1 runs are one session fixture) and go first, being the longest.
+# `scripts/test.sh` runs the suite in two pytest-xdist workers, `--dist loadfile`: each module
+# stays in one worker, so its module fixtures are built once. The two effect-test modules count
+# as one (their stage-1 runs are one session fixture) and go first, being the longest.
 EFFECT_MODULES = ("test_effects_pruning.py", "test_effects_stage1.py")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        name = item.path.name
-        item.add_marker(pytest.mark.xdist_group("effects" if name in EFFECT_MODULES else name))
     items.sort(key=lambda item: item.path.name not in EFFECT_MODULES)  # stable: keeps the rest
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log):  # noqa: ANN201 - xdist's type
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class EffectsTogether(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "effects" if Path(path).name in EFFECT_MODULES else path
+
+    return EffectsTogether(config, log)
 
 
 # The installed command, run in a fresh process as its user runs it.
