@@ -21,7 +21,8 @@ from vqa.synth import SynthSpec, generate  # noqa: E402
 
 # `scripts/test.sh` runs the suite in two pytest-xdist workers, `--dist loadfile`: each module
 # stays in one worker, so its module fixtures are built once. The two effect-test modules count
-# as one (their stage-1 runs are one session fixture) and go first, being the longest.
+# as one (their stage-1 runs are one session fixture) and go first, being the longest (test.sh
+# keeps the collection order: --no-loadscope-reorder).
 EFFECT_MODULES = ("test_effects_pruning.py", "test_effects_stage1.py")
 
 
