@@ -50,9 +50,9 @@ TICKETS = str(Path(sys.executable).parent / "tickets")
 def tickets_env(**extra: str) -> dict[str, str]:
     """The environment a user's `tickets` gets: offline, no address of the test session's own
     Ray runtime (so a sweep starts its own), plus `extra`."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_CHDIR_TO_TRIAL_DIR": "0", **extra}
-    env.pop("RAY_ADDRESS", None)
-    return env
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_CHDIR_TO_TRIAL_DIR": "0"}
+    env.pop("RAY_ADDRESS", None)  # before `extra`, which may name one on purpose
+    return {**env, **extra}
 
 
 def run_tickets(*args: str | Path, timeout: float = 600, cwd: Path | None = None,
