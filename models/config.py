@@ -108,3 +108,20 @@ class PretrainConfig(TrainConfig):
         if dumped.get("masked_objects", 0) is None:
             del dumped["masked_objects"]
         return dumped
+
+
+ObjectiveName = Literal["bce", "lmh", "rubi", "lpf", "ce"]
+
+
+class ObjectiveConfig(BaseModel):
+    """The ``objective:`` block of a run config."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: ObjectiveName = "bce"
+    lmh_entropy_weight: float = Field(0.36, ge=0)
+    """Weight w of the entropy penalty R on the scaled prior (LMH, Clark et al. 2019)."""
+    lmh_smooth_init: float = -1.0
+    """Initial value of LMH's learned smoothing scalar; the prior is smoothed by sigmoid(it)."""
+    lpf_gamma: float = Field(5.0, ge=0)
+    """Exponent gamma of LPF's (1 - p_b[a_k])^gamma weight (eq. 8)."""

@@ -14,28 +14,15 @@ training loss: at test time every objective predicts with :func:`predict` on the
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
-ObjectiveName = Literal["bce", "lmh", "rubi", "lpf", "ce"]
-
-
-class ObjectiveConfig(BaseModel):
-    """The ``objective:`` block of a run config."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: ObjectiveName = "bce"
-    lmh_entropy_weight: float = Field(0.36, ge=0)
-    """Weight w of the entropy penalty R on the scaled prior (LMH, Clark et al. 2019)."""
-    lmh_smooth_init: float = -1.0
-    """Initial value of LMH's learned smoothing scalar; the prior is smoothed by sigmoid(it)."""
-    lpf_gamma: float = Field(5.0, ge=0)
-    """Exponent gamma of LPF's (1 - p_b[a_k])^gamma weight (eq. 8)."""
+# The `objective:` block lives in models.config, which imports no torch, so that a run config
+# loads without it; it is re-exported here beside the losses it names.
+from models.config import ObjectiveConfig, ObjectiveName  # noqa: F401
 
 
 def predict(logits: Tensor) -> Tensor:

@@ -17,8 +17,7 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from models.config import TrainConfig
-from models.objectives import ObjectiveConfig
+from models.config import ObjectiveConfig, TrainConfig
 from pruning.budget import GROUPS as BUDGET_GROUPS
 from pruning.budget import solve
 from vqa.errors import InputError

@@ -497,7 +497,7 @@ def results_cmd(
 ) -> None:
     """Rewrite trials.parquet and epochs.parquet from the experiment state and print the best."""
     from search.remote import local_run_dir
-    from search.tuner import best_trials_text, collect, load_run
+    from search.run_files import best_trials_text, collect, load_run
 
     run_dir = local_run_dir(run_dir)
     trials, epochs = collect(run_dir)

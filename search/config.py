@@ -17,8 +17,7 @@ from typing import Annotated, Any, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from models.config import ModelConfig, PretrainConfig, TrainConfig
-from models.objectives import ObjectiveConfig
+from models.config import ModelConfig, ObjectiveConfig, PretrainConfig, TrainConfig
 from pruning.config import PruneConfig, Stage3Config
 from search.schema import SearchConfig
 from vqa.config import DataConfig

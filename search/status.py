@@ -1,7 +1,8 @@
 """`tickets status RUN_DIR`: where a sweep stands, read from its files, without joining Ray.
 
 Works on a running sweep (from another shell: Tune's experiment snapshot is rewritten every
-`search.snapshot_s`), an interrupted one and a finished one, here or copied elsewhere.
+`search.snapshot_s`), an interrupted one and a finished one, here or copied elsewhere. Imports
+no torch, but for a grid sweep, whose plan needs the model's group sizes.
 """
 
 from __future__ import annotations
@@ -14,13 +15,7 @@ import pandas as pd
 
 from search.config import RunConfig
 from search.driver import driver_record
-from search.tuner import (
-    build_searcher,
-    load_run,
-    model_sizes,
-    sweep_tables,
-    total_trials,
-)
+from search.run_files import load_run, sweep_tables, total_trials
 
 
 def planned_trials(cfg: RunConfig, run_dir: Path) -> int | None:
@@ -29,6 +24,8 @@ def planned_trials(cfg: RunConfig, run_dir: Path) -> int | None:
     reruns = total_trials(cfg) - cfg.search.num_samples
     if cfg.search.searcher != "grid":
         return total_trials(cfg)
+    from search.tuner import build_searcher, model_sizes  # torch: a grid's plan needs the model
+
     try:
         sizes = model_sizes(cfg.pruning.checkpoint)
     except Exception:  # e.g. a sweep copied without its stage-1 checkpoint

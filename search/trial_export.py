@@ -9,7 +9,7 @@ from pruning.export import export_pruned
 from pruning.train import load_pruned
 from search.config import load_config
 from search.results import trial_status
-from search.tuner import experiment_analysis, load_run
+from search.run_files import experiment_analysis, load_run
 from vqa.errors import InputError
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import json
 import math
 import os
 import socket
@@ -22,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import pandas as pd
 import pyarrow.fs
 import ray
 import yaml
@@ -31,30 +29,37 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter, SearchGenerator
 from ray.tune.stopper import Stopper
 
-from search.config import RunConfig, dump_config, load_config
-from search.confirm import ConfirmingASHA, ConfirmingSearcher, confirmed_text
+from search.config import RunConfig, dump_config
+from search.confirm import ConfirmingASHA, ConfirmingSearcher
 from search.driver import (
     ENDED,
     RUN_DIRS,
-    Outcome,
     driver_record,
     fit_noting_interrupt,
     mark_ended,
-    mark_interrupted_trials,
     mark_running,
-    outcome,
 )
 from search.dry_run import check_before_writing, model_sizes, most_epochs, sweep_budgets
 from search.pareto import SWEEP_REPORT, pareto_report
 from search.progress import EpochLines
 from search.remote import RunFilesUpload, check_storage, is_uri, upload_run_files
 from search.results import (
-    CONFIRM_KEY,
     TRIAL_COLUMNS,
     ResultsCallback,
-    linked,
-    trial_tables,
-    write_tables,
+)
+from search.run_files import (  # noqa: F401  (the old home of some: imported from here too)
+    CONFIG_FILE,
+    best_trials_text,
+    collect,
+    experiment_analysis,
+    experiment_path,
+    load_run,
+    shared_columns,
+    storage_paths,
+    sweep_outcome,
+    sweep_tables,
+    total_trials,
+    trial_dirname,
 )
 from search.space import make_space, startup_trials, uniform_points
 from search.study import (  # noqa: F401  (StudyStorage, AllocationSearch: old sweeps' pickles)
@@ -73,8 +78,6 @@ from vqa.errors import InputError
 # GPSampler fits its model inside the space function at the first suggest, so Ray's warning
 # that the space function is slow (more than 1 s) is expected and would print on most trials.
 warnings.filterwarnings("ignore", message="Define-by-run function passed in the `space`")
-
-CONFIG_FILE = "tickets.yaml"
 
 
 def _budgets(cfg: RunConfig) -> list[float]:
@@ -192,27 +195,13 @@ def _base(cfg: RunConfig) -> dict[str, Any]:
         base["stage3"] = dumped["stage3"]
     if cfg.search.failure.inject is not None:
         base["inject"] = dumped["search"]["failure"]["inject"]
-        base["inject"]["ledger"] = str(_storage(cfg)[1] / cfg.search.name / "faults")
+        base["inject"]["ledger"] = str(storage_paths(cfg)[1] / cfg.search.name / "faults")
     return base
 
 
 def _trainable(cfg: RunConfig):
     resources = {"cpu": cfg.search.resources.cpu, "gpu": cfg.search.resources.gpu}
     return tune.with_resources(tune.with_parameters(run_trial, base=_base(cfg)), resources)
-
-
-def _stage1_loss(checkpoint: Path) -> float:
-    metrics = checkpoint.parent / "metrics.json"
-    if not metrics.is_file():
-        return float("nan")
-    data = json.loads(metrics.read_text())
-    kept = [h for h in data.get("history", []) if h.get("epoch") == data.get("kept_epoch")]
-    return float(kept[0]["train_loss"]) if kept else float("nan")
-
-
-def _callback(cfg: RunConfig, run_dir: Path) -> ResultsCallback:
-    extra = {"loss_stage1": _stage1_loss(cfg.pruning.checkpoint), "seed": cfg.pruning.seed}
-    return ResultsCallback(run_dir, list(cfg.search.hyperparameters), extra)
 
 
 def init_ray(cfg: RunConfig, address: str | None) -> None:
@@ -243,13 +232,6 @@ def _auto_loggers(own: bool) -> None:
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1" if own else "0"
 
 
-def _storage(cfg: RunConfig) -> tuple[str, Path]:
-    """(Ray's storage path, the local directory where this project's run files live)."""
-    storage = cfg.search.resolved().storage_path
-    local = Path(storage) if "://" not in storage else Path("runs").resolve()
-    return storage, local
-
-
 def sweep_name(cfg: RunConfig, name: str | None) -> str:
     """The run name: `--name`, else `search.name`, else `search-<date>-<time>`."""
     if cfg.search is None:
@@ -259,7 +241,7 @@ def sweep_name(cfg: RunConfig, name: str | None) -> str:
 
 def planned_run_dir(cfg: RunConfig, name: str) -> Path:
     """The run directory of `run_search(cfg, name, ...)`."""
-    return _storage(cfg.resolved())[1] / name
+    return storage_paths(cfg.resolved())[1] / name
 
 
 def run_search(cfg: RunConfig, name: str | None, address: str | None,
@@ -272,7 +254,7 @@ def run_search(cfg: RunConfig, name: str | None, address: str | None,
     cfg = cfg.resolved()
     name = sweep_name(cfg, name)
     cfg = cfg.model_copy(update={"search": cfg.search.model_copy(update={"name": name})})
-    storage, local = _storage(cfg)
+    storage, local = storage_paths(cfg)
     run_dir = local / name
     if (run_dir / CONFIG_FILE).exists():
         raise InputError(f"{run_dir}: a sweep of this name exists; `tickets resume {run_dir}`")
@@ -345,15 +327,14 @@ def _callbacks(cfg: RunConfig, run_dir: Path, sizes: dict[str, int], storage: st
     if search.searcher == "grid":
         out.append(GridStudyRecorder(run_dir, sizes, tuple(cfg.pruning.bounds), search.metrics,
                                      search.modes))  # fmt: skip
-    out += [_callback(cfg, run_dir), EpochLines(cfg), *logger_callbacks(cfg)]
+    out += [
+        ResultsCallback(run_dir, list(cfg.search.hyperparameters), shared_columns(cfg)),
+        EpochLines(cfg),
+        *logger_callbacks(cfg),
+    ]
     if is_uri(storage):
         out.append(RunFilesUpload(storage, cfg.search.name, run_dir))
     return out
-
-
-def trial_dirname(trial: Any) -> str:
-    """A trial's directory under RUN_DIR: `trial_<id>` (Ray's default repeats the config)."""
-    return f"trial_{trial.trial_id}"
 
 
 EXTEND_TO: dict[str, int] = {}
@@ -466,7 +447,7 @@ def _fit(tuner: tune.Tuner, cfg: RunConfig, run_dir: Path, echo: Callable[[str],
     if not interrupted and stop is not None and stop.stop_all():
         # Tune ends the running trials after its last snapshot: they stopped early.
         mark_ended(run_dir, "stopped")
-        _finish(cfg, run_dir, _storage(cfg)[0], echo)
+        _finish(cfg, run_dir, storage_paths(cfg)[0], echo)
         return
     # Provisionally interrupted, so that collect marks trials left unended; the snapshot alone
     # cannot tell (Ray 2.60 can leave a trial that failed its last retry as RUNNING there).
@@ -476,31 +457,7 @@ def _fit(tuner: tune.Tuner, cfg: RunConfig, run_dir: Path, echo: Callable[[str],
     mark_ended(run_dir, "interrupted" if interrupted or unended else "finished")
     # Either final state marks these rows as the provisional one did: no trial is left unended
     # when finished, and every unended one is already interrupted.
-    _finish(cfg, run_dir, _storage(cfg)[0], echo, trials)
-
-
-def sweep_outcome(run_dir: Path) -> Outcome:
-    """How the last `tickets search` / `resume` of `run_dir` ended (from its files)."""
-    trials = pd.read_parquet(run_dir / "trials.parquet") if (
-        run_dir / "trials.parquet").is_file() else pd.DataFrame()  # fmt: skip
-    return outcome(trials, driver_record(run_dir)["state"] not in ENDED)
-
-
-def experiment_path(cfg: RunConfig, run_dir: Path | None = None) -> str:
-    """Where Ray keeps a sweep's experiment state and trial checkpoints (a path or a URI). On
-    local storage that is the run directory itself: `run_dir` when given, so a sweep copied or
-    moved elsewhere is read where it now is, not where it was made."""
-    storage = _storage(cfg)[0]
-    if run_dir is not None and "://" not in storage:
-        return str(Path(run_dir).resolve())
-    return f"{storage.rstrip('/')}/{cfg.search.name}"
-
-
-def load_run(run_dir: Path) -> RunConfig:
-    """The resolved config saved in a run directory; an `InputError` if it is not a sweep."""
-    if not (run_dir / CONFIG_FILE).is_file():
-        raise InputError(f"{run_dir}: not a sweep run directory (no {CONFIG_FILE})")
-    return load_config(run_dir / CONFIG_FILE)
+    _finish(cfg, run_dir, storage_paths(cfg)[0], echo, trials)
 
 
 def resume_search(run_dir: Path, address: str | None, echo: Callable[[str], None] = print,
@@ -568,69 +525,6 @@ def resume_search(run_dir: Path, address: str | None, echo: Callable[[str], None
     return run_dir
 
 
-def total_trials(cfg: RunConfig) -> int:
-    """Trials an Optuna sweep runs in all: `search.num_samples`, plus its confirmation runs
-    (`search.confirm`'s top x seeds; a grid adds the same re-runs to its own count)."""
-    confirm = cfg.search.confirm
-    return cfg.search.num_samples + (confirm.top * confirm.seeds if confirm else 0)
-
-
-def collect(run_dir: Path) -> tuple[Any, Any]:
-    """(trials, epochs) DataFrames of a sweep from Ray's experiment state; rewrites the files."""
-    trials, epochs = sweep_tables(run_dir)
-    write_tables(run_dir, trials, epochs)
-    return trials, epochs
-
-
-def sweep_tables(run_dir: Path) -> tuple[Any, Any]:
-    """(trials, epochs) of a sweep as `collect` writes them, read from Ray's experiment state
-    and the run directory only; writes nothing."""
-    cfg = load_run(run_dir)
-    analysis = experiment_analysis(run_dir, cfg)
-    extra = _callback(cfg, run_dir).extra
-    trials, epochs = trial_tables(
-        analysis.trials, list(cfg.search.hyperparameters), extra, cfg.search.name
-    )
-    trials = linked(trials, run_dir, cfg.search.name)
-    trials, epochs = keep_terminal_rows(run_dir, trials, epochs)
-    return mark_interrupted_trials(trials, run_dir), epochs
-
-
-def experiment_analysis(run_dir: Path, cfg: RunConfig) -> tune.ExperimentAnalysis:
-    """Ray's view of the sweep saved in `run_dir`: its trials, results and checkpoints."""
-    try:
-        return tune.ExperimentAnalysis(experiment_path(cfg, run_dir))
-    except Exception as e:  # Ray raises several types for a missing or corrupt state
-        raise InputError(f"{run_dir}: cannot read the experiment state ({e})") from None
-
-
-TERMINAL = ("finished", "error")
-
-
-def keep_terminal_rows(run_dir: Path, trials, epochs):
-    """Prefer the rows the results callback wrote from Ray's live trials where they are final
-    and the experiment snapshot still says running or pending: Ray 2.60 can leave a trial that
-    failed its last retry as RUNNING in the last snapshot. Not `early_stopped` rows: Tune's
-    clean-up after a Ctrl-C ends every running trial, which the callback cannot tell from a
-    scheduler's stop, while the snapshot taken before it still says running."""
-    path = run_dir / "trials.parquet"
-    if not path.is_file() or trials.empty:
-        return trials, epochs
-    old = pd.read_parquet(path)
-    stale = trials[~trials["status"].isin(TERMINAL)]["trial_id"]
-    final = old[old["trial_id"].isin(stale) & old["status"].isin(TERMINAL)]
-    if final.empty:
-        return trials, epochs
-    keep = trials.set_index("trial_id")
-    merged = pd.concat([keep.drop(index=final["trial_id"]), final.set_index("trial_id")])
-    merged = merged.loc[keep.index].reset_index()
-    old_epochs = pd.read_parquet(run_dir / "epochs.parquet")
-    fixed = old_epochs[old_epochs["trial_id"].isin(final["trial_id"])]
-    epochs = pd.concat([epochs[~epochs["trial_id"].isin(final["trial_id"])], fixed],
-                       ignore_index=True)  # fmt: skip
-    return merged, epochs
-
-
 def _finish(cfg: RunConfig, run_dir: Path, storage: str, echo: Callable[[str], None],
             trials: Any = None) -> None:  # fmt: skip
     """The summary, plots and (URI storage) upload of an ended sweep; `trials` as `collect`
@@ -655,23 +549,3 @@ def _finish(cfg: RunConfig, run_dir: Path, storage: str, echo: Callable[[str], N
     echo(f"more: tickets pareto {run_dir} --objectives {spec}")
     if is_uri(storage):
         upload_run_files(storage, cfg.search.name, run_dir)
-
-
-def best_trials_text(cfg: RunConfig, trials, top: int = 5) -> str:
-    """The best finished trials by the first metric, with their allocation."""
-    metric, mode = cfg.search.metrics[0], cfg.search.modes[0]
-    if trials.empty or metric not in trials:
-        return "no finished trials"
-    searched = trials[trials[CONFIRM_KEY].isna()] if CONFIRM_KEY in trials else trials
-    done = searched[searched["status"] == "finished"].sort_values(metric, ascending=mode == "min")
-    counts = searched["status"].value_counts().to_dict()
-    lines = [f"trials: {', '.join(f'{k} {v}' for k, v in counts.items())}"]
-    if len(searched) < len(trials):
-        lines[0] += f"; confirmation runs: {len(trials) - len(searched)}"
-    for _, row in done.head(top).iterrows():
-        test = f", test {row['test_overall']:.2f}" if "test_overall" in row else ""
-        lines.append(f"  {row['trial_id']}: L {row['s_language']:.3f} / V {row['s_visual']:.3f} / "
-                     f"X {row['s_cross']:.3f} (s {row['s_overall']:.2f}): {metric} "
-                     f"{row[metric]:.2f}{test}")  # fmt: skip
-    confirmation = confirmed_text(trials, metric, mode)
-    return "\n".join(lines + ([confirmation] if confirmation else []))

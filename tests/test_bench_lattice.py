@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +14,7 @@ import pytest
 import yaml
 
 from search.replay import ALLOCATION, ReferenceTable
-from tests.conftest import Bench
+from tests.conftest import Bench, tickets_env
 from tests.test_replay import lattice_rows
 from tests.test_search import sweep_config
 
@@ -77,7 +76,7 @@ def test_lattice_sweeps_make_the_reference_table_are_kept_on_a_rerun_and_confirm
     out = tmp_path / "lattice"
     cmd = [sys.executable, str(SCRIPT), "--config", str(config), "--out", str(out),
            "--budgets", "0.5", "--seeds", "0", "1", "--step", "0.45"]  # fmt: skip
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_CHDIR_TO_TRIAL_DIR": "0"}
+    env = tickets_env()
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = pd.read_parquet(out / "reference.parquet")

@@ -3,18 +3,15 @@ through RAY_ADDRESS: trials run on both nodes, and the node of each is in trials
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from tests.conftest import Bench
+from tests.conftest import TICKETS, Bench, tickets_env
 from tests.test_search import sweep_config
 
-TICKETS = str(Path(sys.executable).parent / "tickets")
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
@@ -35,8 +32,7 @@ def test_sweep_on_a_two_node_cluster_uses_both_nodes(
                               max_concurrent_trials=2)  # fmt: skip
         # The cluster named by RAY_ADDRESS, as under `ray job submit` (no --address): joining it
         # is the same code as --address (search.tuner.init_ray).
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_CHDIR_TO_TRIAL_DIR": "0",
-               "RAY_ADDRESS": cluster.address}  # fmt: skip
+        env = tickets_env(RAY_ADDRESS=cluster.address)
         run = subprocess.run([TICKETS, "search", str(config), "pruning.epochs=8"], env=env,
                              capture_output=True, text=True, timeout=900)  # fmt: skip
         assert run.returncode == 0, run.stderr[-3000:]

@@ -5,28 +5,24 @@ sweeps made by a real `tickets search` subprocess, one of them with failed trial
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from tests.conftest import Bench
+from tests.conftest import TICKETS, Bench, tickets_env
 from tests.test_search import sweep_config
 from tests.test_umask import assert_shared
 
-TICKETS = str(Path(sys.executable).parent / "tickets")
 pytestmark = pytest.mark.ray
 
 
 def tickets(*args: str, umask: int = 0o022, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run the installed `tickets` in a fresh process with `umask`; its output as text."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_CHDIR_TO_TRIAL_DIR": "0"}
-    return subprocess.run([TICKETS, *args], env=env, capture_output=True, text=True,
+    return subprocess.run([TICKETS, *args], env=tickets_env(), capture_output=True, text=True,
                           timeout=timeout, umask=umask)  # fmt: skip
 
 

@@ -54,8 +54,8 @@ def load_sweep(run_dir: str | Path) -> Sweep:
     """The sweep in `run_dir` (a run directory, or the URI of one on remote storage, whose run
     files are fetched into ./runs/NAME). Raises `vqa.errors.InputError` if it is not a sweep."""
     from search.remote import local_run_dir
+    from search.run_files import experiment_analysis, load_run, sweep_tables
     from search.study import STUDY_FILE
-    from search.tuner import experiment_analysis, load_run, sweep_tables
 
     path = local_run_dir(str(run_dir))
     cfg = load_run(path)
