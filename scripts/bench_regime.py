@@ -162,7 +162,8 @@ REGIMES: dict[str, dict[str, dict[str, Any]]] = {
     # must rebuild the other half from its type's sibling boxes, a relational job with direct
     # supervision that question answering alone never gives it. The visual encoder then does
     # work (relating and denoising a type's boxes) that the cross-modal layer comes to read, so
-    # pruning it costs (P6, P7); at 0.15 of the boxes (LXMERT's share) and at half of them
+    # pruning it costs (P6, P7); at 0.15 of the boxes (LXMERT's share) and at half of them.
+    # Measured on seed 0 (docs/CALIBRATION.md): the r-layer still costs nothing at 0.9, P6 +0.9
     "paper-n1-mo15": _merge(_PAPER, {"synth": {"noise": 1.0},
                                      "pretrain": {"masked_objects": {"share": 0.15}}}),
     "paper-n1-mo50": _merge(_PAPER, {"synth": {"noise": 1.0},
