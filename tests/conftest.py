@@ -12,6 +12,10 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Two workers share CI's two cores: torch's default of a thread per core in each (and in
+    # every `tickets` they start) would put four spinning threads on two cores.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from search.config import load_config  # noqa: E402
 from vqa.cache import PreparedData, load_cache  # noqa: E402
