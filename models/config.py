@@ -87,6 +87,18 @@ class MaskedObjectsConfig(BaseModel):
     """Share of boxes masked per question (LXMERT's: 0.15)."""
     weight: float = Field(1.0, gt=0.0)
     """Weight of the regression loss against the QA loss."""
+    read_from: Literal["output", "encoder"] = "output"
+    """Where the head reads a box: `output`, the cross-modal layers' visual output (LXMERT's);
+    `encoder`, the object-relationship encoder's last layer, before any cross-modal layer, so
+    that only the visual module can rebuild the box."""
+
+    @model_serializer(mode="wrap")
+    def _omit_default_read(self, handler):
+        # Runs recorded before the field existed saved no `read_from`: they still resume.
+        dumped = handler(self)
+        if dumped.get("read_from") == "output":
+            del dumped["read_from"]
+        return dumped
 
 
 class PretrainConfig(TrainConfig):

@@ -33,6 +33,7 @@ class MaskedObjects(nn.Module):
         super().__init__()
         self.share = config.share
         self.weight = config.weight
+        self.read_from = config.read_from
         self.head = nn.Sequential(
             nn.Linear(hidden_size, hidden_size),
             nn.GELU(),

@@ -232,7 +232,7 @@ def train_epoch(name: str, model: VQAModel, objective, params: list, optimizer, 
             with autocast:
                 logits, pooled, vision = model.forward_with_vision(
                     batch.input_ids, batch.attention_mask, batch.visual_feats * kept,
-                    batch.visual_pos,
+                    batch.visual_pos, vision_from=objects.read_from,
                 )  # fmt: skip
             loss = objective(logits.float(), batch.targets, batch.prior, pooled.float())
             loss = loss + objects.loss(vision, batch.visual_feats, chosen)

@@ -24,6 +24,7 @@ import sys
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -94,16 +95,26 @@ class VQAModel(nn.Module):
         attention_mask: torch.Tensor,
         visual_feats: torch.Tensor,
         visual_pos: torch.Tensor,
+        vision_from: Literal["output", "encoder"] = "output",
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Answer logits (B, A), the pooled output (B, H) and the cross-modal layers' visual
-        output (B, K, H), one per box (what LXMERT's masked-object heads read)."""
+        """Answer logits (B, A), the pooled output (B, H) and a visual state (B, K, H), one per
+        box: with `vision_from="output"` the cross-modal layers' visual output (what LXMERT's
+        masked-object heads read), with `"encoder"` the last object-relationship layer's."""
+        encoder = vision_from == "encoder"
         out = self.backbone(
             input_ids=input_ids,
             attention_mask=attention_mask,
             visual_feats=visual_feats,
             visual_pos=visual_pos,
+            output_hidden_states=encoder,
         )
-        return self.head(out.pooled_output), out.pooled_output, out.vision_output
+        # vision_hidden_states: one per r-layer, then one per cross-modal layer
+        vision = (
+            out.vision_hidden_states[self.backbone.config.r_layers - 1]
+            if encoder
+            else out.vision_output
+        )
+        return self.head(out.pooled_output), out.pooled_output, vision
 
 
 def hf_name(name: str) -> str:

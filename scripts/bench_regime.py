@@ -168,6 +168,10 @@ REGIMES: dict[str, dict[str, dict[str, Any]]] = {
                                      "pretrain": {"masked_objects": {"share": 0.15}}}),
     "paper-n1-mo50": _merge(_PAPER, {"synth": {"noise": 1.0},
                                      "pretrain": {"masked_objects": {"share": 0.5}}}),
+    # the same task read from the object-relationship encoder's last layer, before the
+    # cross-modal layer: there the cross-modal layer cannot do the rebuilding for it
+    "paper-n1-mo15-enc": _merge(_PAPER, {"synth": {"noise": 1.0}, "pretrain": {
+        "masked_objects": {"share": 0.15, "read_from": "encoder"}}}),
     # a smoke test of this script, not a regime: minutes, not hours
     "smoke": {"synth": {"questions": 600, "images": 300, "feature_dim": 16},
               "pretrain": {"epochs": 1}, "finetune": {"epochs": 1}, "pruning": {"epochs": 1}},

@@ -11,7 +11,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from models.config import MaskedObjectsConfig
+from models.config import ArchitectureConfig, MaskedObjectsConfig
 from models.masked_objects import MaskedObjects
 from search.config import validate_config
 from tests.conftest import TINY_ARCH, Bench, tiny_run_config
@@ -47,6 +47,34 @@ def test_the_loss_reads_only_the_masked_boxes() -> None:
     assert objects.loss(vision, feats, torch.zeros_like(chosen)).item() == 0.0
 
 
+def test_read_from_encoder_gives_the_visual_state_before_any_cross_modal_layer() -> None:
+    from models.vqa_model import VQAModel, small_backbone
+
+    torch.manual_seed(0)
+    arch = ArchitectureConfig(hidden_size=16, num_attention_heads=2, intermediate_size=32,
+                              r_layers=2, dropout=0.0)  # fmt: skip
+    model = VQAModel(small_backbone(arch, vocab_size=30, feature_dim=12), num_answers=5).eval()
+    mask, feats, pos = (
+        torch.ones(3, 6, dtype=torch.long),
+        torch.randn(3, 4, 12),
+        torch.rand(3, 4, 4),
+    )
+    one, other = torch.randint(0, 30, (3, 6)), torch.randint(0, 30, (3, 6))
+    with torch.no_grad():
+        encoder = [model.forward_with_vision(q, mask, feats, pos, vision_from="encoder")[2]
+                   for q in (one, other)]  # fmt: skip
+        output = [model.forward_with_vision(q, mask, feats, pos)[2] for q in (one, other)]
+        # the second r-layer's output, computed by hand from the visual input alone
+        encoder_module = model.backbone.encoder
+        hand = encoder_module.visn_fc(feats, pos)
+        for layer in encoder_module.r_layers:
+            hand = layer(hand, None)[0]
+    assert encoder[0].shape == output[0].shape == (3, 4, 16)
+    # The question reaches the visual stream only through the cross-modal layers.
+    assert torch.allclose(encoder[0], encoder[1]) and not torch.allclose(output[0], output[1])
+    assert torch.allclose(encoder[0], hand, atol=1e-6)
+
+
 def test_pretraining_with_masked_objects_keeps_its_head_out_of_the_model(
     tiny_bench: Bench, tmp_path: Path
 ) -> None:
@@ -72,6 +100,26 @@ def test_pretraining_with_masked_objects_keeps_its_head_out_of_the_model(
         header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
     assert not any("objects" in key for key in header)
     assert yaml.safe_load((out / "config.yaml").read_text())["pretrain"]["masked_objects"]
+    raw["pretrain"]["masked_objects"] = {"share": 0.5, "read_from": "encoder"}
+    recorded = yaml.safe_load(validate_config(raw, "run").blocks_yaml("pretrain"))["pretrain"]
+    assert recorded["masked_objects"] == {"share": 0.5, "weight": 1.0, "read_from": "encoder"}
+
+
+def test_pretraining_reads_the_masked_boxes_where_read_from_says(
+    tiny_bench: Bench, tmp_path: Path
+) -> None:
+    from models.train import fit
+
+    losses = {}
+    for where in ("output", "encoder"):
+        raw = tiny_run_config(tiny_bench, tmp_path / where)
+        raw["pretrain"].update(epochs=1, masked_objects={"share": 0.5, "read_from": where})
+        cfg = validate_config(raw, "run")
+        metrics = fit("pretrain", cfg.data, cfg.model, None, cfg.pretrain,
+                      cfg.blocks_yaml("data", "pretrain"))  # fmt: skip
+        losses[where] = metrics["history"][0]["train_loss"]
+    # Same seed, data and masks: only the state the head reads differs.
+    assert losses["output"] != pytest.approx(losses["encoder"], rel=1e-6)
 
 
 def test_a_bad_share_is_refused_by_name(tiny_bench: Bench, tmp_path: Path) -> None:
