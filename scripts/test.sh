@@ -6,5 +6,5 @@ source scripts/setup_env.sh
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 # Two workers, as CI has two cores: most tests wait on process and Ray start-up, so two side by
-# side take about 1.5x less time than one (docs/BENCHMARKS.md, "The test suite").
+# side overlap those waits (docs/BENCHMARKS.md, "The test suite").
 exec .venv/bin/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder "$@"
