@@ -229,3 +229,17 @@ def test_trials_carry_their_optuna_number_and_times(clean: Sweep, failing_result
             assert (frame["ended_at"] <= sweep.ended).all()
             spans = (frame["ended_at"] - frame["started_at"]).dt.total_seconds()
             assert (spans >= frame["wall_s"] - 0.5).all(), (spans, frame["wall_s"])
+
+
+def test_a_trials_saved_state_names_a_module_without_torch() -> None:
+    """Tune pickles the trial-directory function into every trial's saved state by reference:
+    reading that state imports its module, which must be one `tickets status` can load without
+    torch; sweeps saved when it lived in `search.tuner` still find it there."""
+    import ray.cloudpickle as cloudpickle
+
+    from search.run_files import trial_dirname
+    from search.tuner import trial_dirname as old_home
+
+    pickled = cloudpickle.dumps(trial_dirname)
+    assert b"search.run_files" in pickled and b"search.tuner" not in pickled
+    assert old_home is trial_dirname
