@@ -86,14 +86,14 @@ def total_trials(cfg: RunConfig) -> int:
     return cfg.search.num_samples + (confirm.top * confirm.seeds if confirm else 0)
 
 
-def collect(run_dir: Path) -> tuple[Any, Any]:
+def collect(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(trials, epochs) DataFrames of a sweep from Ray's experiment state; rewrites the files."""
     trials, epochs = sweep_tables(run_dir)
     write_tables(run_dir, trials, epochs)
     return trials, epochs
 
 
-def sweep_tables(run_dir: Path) -> tuple[Any, Any]:
+def sweep_tables(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(trials, epochs) of a sweep as `collect` writes them, read from Ray's experiment state
     and the run directory only; writes nothing."""
     cfg = load_run(run_dir)
@@ -118,7 +118,9 @@ def experiment_analysis(run_dir: Path, cfg: RunConfig) -> tune.ExperimentAnalysi
 TERMINAL = ("finished", "error")
 
 
-def keep_terminal_rows(run_dir: Path, trials, epochs):
+def keep_terminal_rows(
+    run_dir: Path, trials: pd.DataFrame, epochs: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Prefer the rows the results callback wrote from Ray's live trials where they are final
     and the experiment snapshot still says running or pending: Ray 2.60 can leave a trial that
     failed its last retry as RUNNING in the last snapshot. Not `early_stopped` rows: Tune's
@@ -142,7 +144,7 @@ def keep_terminal_rows(run_dir: Path, trials, epochs):
     return merged, epochs
 
 
-def best_trials_text(cfg: RunConfig, trials, top: int = 5) -> str:
+def best_trials_text(cfg: RunConfig, trials: pd.DataFrame, top: int = 5) -> str:
     """The best finished trials by the first metric, with their allocation."""
     metric, mode = cfg.search.metrics[0], cfg.search.modes[0]
     if trials.empty or metric not in trials:
