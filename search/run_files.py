@@ -17,6 +17,7 @@ from ray import tune
 from search.config import RunConfig, load_config
 from search.confirm import confirmed_text
 from search.driver import ENDED, Outcome, driver_record, mark_interrupted_trials, outcome
+from search.remote import is_uri
 from search.results import CONFIRM_KEY, linked, trial_tables, write_tables
 from vqa.errors import InputError
 
@@ -51,7 +52,7 @@ def shared_columns(cfg: RunConfig) -> dict[str, Any]:
 def storage_paths(cfg: RunConfig) -> tuple[str, Path]:
     """(Ray's storage path, the local directory where this project's run files live)."""
     storage = cfg.search.resolved().storage_path
-    local = Path(storage) if "://" not in storage else Path("runs").resolve()
+    local = Path("runs").resolve() if is_uri(storage) else Path(storage)
     return storage, local
 
 
@@ -67,7 +68,7 @@ def experiment_path(cfg: RunConfig, run_dir: Path | None = None) -> str:
     local storage that is the run directory itself: `run_dir` when given, so a sweep copied or
     moved elsewhere is read where it now is, not where it was made."""
     storage = storage_paths(cfg)[0]
-    if run_dir is not None and "://" not in storage:
+    if run_dir is not None and not is_uri(storage):
         return str(Path(run_dir).resolve())
     return f"{storage.rstrip('/')}/{cfg.search.name}"
 
