@@ -122,8 +122,11 @@ def test_pretraining_reads_the_masked_boxes_where_read_from_says(
     assert losses["output"] != pytest.approx(losses["encoder"], rel=1e-6)
 
 
-def test_a_bad_share_is_refused_by_name(tiny_bench: Bench, tmp_path: Path) -> None:
+def test_a_bad_share_or_read_from_is_refused_by_name(tiny_bench: Bench, tmp_path: Path) -> None:
     raw = tiny_run_config(tiny_bench, tmp_path)
     raw["pretrain"]["masked_objects"] = {"share": 0}
     with pytest.raises(InputError, match=r"pretrain\.masked_objects\.share"):
+        validate_config(raw, "run")
+    raw["pretrain"]["masked_objects"] = {"read_from": "cross"}
+    with pytest.raises(InputError, match=r"pretrain\.masked_objects\.read_from"):
         validate_config(raw, "run")
