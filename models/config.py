@@ -101,6 +101,16 @@ class MaskedObjectsConfig(BaseModel):
         return dumped
 
 
+class ObjectLabelsConfig(BaseModel):
+    """`pretrain.object_labels`: per-box object classification beside the QA loss
+    (models/object_labels.py); needs the feature store's `object_ids`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    weight: float = Field(1.0, gt=0.0)
+    """Weight of the classification loss against the QA loss."""
+
+
 class PretrainConfig(TrainConfig):
     """`tickets pretrain`: question answering on the balanced `pretrain` split of a synthetic
     benchmark. `loss: ce` is LXMERT's own pre-training QA loss (softmax cross-entropy against the
@@ -111,14 +121,18 @@ class PretrainConfig(TrainConfig):
     loss: Literal["ce", "bce"] = "ce"
     # LXMERT's visual pre-training task; None (the default) trains question answering alone.
     masked_objects: MaskedObjectsConfig | None = None
+    # LXMERT's object label prediction, read from the object-relationship encoder; None (the
+    # default) leaves it out.
+    object_labels: ObjectLabelsConfig | None = None
 
     @model_serializer(mode="wrap")
     def _omit_unset_task(self, handler):
-        # Without the task the saved config is what it was before the field existed, so a run
+        # Without a task the saved config is what it was before its field existed, so a run
         # recorded then still resumes and is still found complete.
         dumped = handler(self)
-        if dumped.get("masked_objects", 0) is None:
-            del dumped["masked_objects"]
+        for task in ("masked_objects", "object_labels"):
+            if dumped.get(task, 0) is None:
+                del dumped[task]
         return dumped
 
 

@@ -60,13 +60,17 @@ class MaskedObjects(nn.Module):
 
 
 class PretrainObjective(nn.Module):
-    """The QA objective `qa` and the masked-object task `objects`, one module so that both are
-    saved and restored with the training state."""
+    """The QA objective `qa` and the visual pre-training tasks beside it (`objects`: masked
+    object regression, `labels`: object label prediction; either may be None), one module so
+    that all are saved and restored with the training state."""
 
-    def __init__(self, qa: Objective, objects: MaskedObjects) -> None:
+    def __init__(
+        self, qa: Objective, objects: MaskedObjects | None = None, labels: nn.Module | None = None
+    ) -> None:
         super().__init__()
         self.qa = qa
         self.objects = objects
+        self.labels = labels
 
     def forward(self, logits: Tensor, targets: Tensor, prior: Tensor, pooled: Tensor) -> Tensor:
         return self.qa(logits, targets, prior, pooled)

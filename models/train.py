@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from models.config import ModelConfig, PretrainConfig, TrainConfig
 from models.evaluate import evaluate_split, split_logits
 from models.masked_objects import MaskedObjects, PretrainObjective
+from models.object_labels import ObjectLabels
 from models.objectives import ObjectiveConfig, build_objective
 from models.vqa_model import (
     VQAModel,
@@ -131,14 +132,14 @@ def fit(
     device = pick_device(model_cfg.device)
     torch.manual_seed(train_cfg.seed)
     model, tokenizer = build_model(stage, model_cfg, train_cfg, data)
+    if isinstance(train_cfg, PretrainConfig) and train_cfg.object_labels is not None:
+        _check_object_ids(data)
     record_config(out, config_yaml)  # only once the inputs are known good
     objective = build_objective(objective_cfg, model.backbone.config.hidden_size)
-    if isinstance(train_cfg, PretrainConfig) and train_cfg.masked_objects is not None:
-        config = model.backbone.config
-        objects = MaskedObjects(
-            config.hidden_size, config.visual_feat_dim, train_cfg.masked_objects
-        )
-        objective = PretrainObjective(objective, objects)
+    if isinstance(train_cfg, PretrainConfig) and (
+        train_cfg.masked_objects is not None or train_cfg.object_labels is not None
+    ):
+        objective = PretrainObjective(objective, *_visual_tasks(train_cfg, model, data))
     model.to(device)
     objective.to(device)
 
@@ -183,6 +184,29 @@ def fit(
     return _finish(stage, out, model, data, device, train_cfg, tokenizer, config_yaml, history)
 
 
+def _check_object_ids(data: PreparedData) -> None:
+    """`pretrain.object_labels` needs per-box classes in the feature store."""
+    store = data.store
+    if store.object_ids is None:
+        raise InputError(
+            f"{store.path}: pretrain.object_labels needs the field 'object_ids' (a class per box), "
+            "which this feature store lacks"
+        )
+
+
+def _visual_tasks(train_cfg: PretrainConfig, model: VQAModel, data: PreparedData):
+    """(masked-object regression or None, object label prediction or None) as configured."""
+    config = model.backbone.config
+    objects = labels = None
+    if train_cfg.masked_objects is not None:
+        objects = MaskedObjects(config.hidden_size, config.visual_feat_dim,
+                                train_cfg.masked_objects)  # fmt: skip
+    if train_cfg.object_labels is not None:
+        num_labels = int(np.max(data.store.object_ids)) + 1
+        labels = ObjectLabels(config.hidden_size, num_labels, train_cfg.object_labels)
+    return objects, labels
+
+
 def train_epoch(name: str, model: VQAModel, objective, params: list, optimizer, scheduler,
                 data: PreparedData, split, cfg: TrainConfig, epoch: int, device: torch.device,
                 progress: bool = False,
@@ -217,25 +241,15 @@ def train_epoch(name: str, model: VQAModel, objective, params: list, optimizer, 
         if pending is not None:  # after building this batch, which overlapped the last step
             settle(pending, i)
             pending = None
-        objects = objective.objects if isinstance(objective, PretrainObjective) else None
-        if objects is None:
+        if not isinstance(objective, PretrainObjective):
             with autocast:
                 logits, pooled = model(
                     batch.input_ids, batch.attention_mask, batch.visual_feats, batch.visual_pos
                 )
             loss = objective(logits.float(), batch.targets, batch.prior, pooled.float())
         else:
-            # the masks of step i of this epoch, the same on a resume
-            chosen, kept = objects.draw(tuple(batch.visual_feats.shape),
-                                        np.random.default_rng([cfg.seed, epoch, i, 1]))  # fmt: skip
-            chosen, kept = chosen.to(device), kept.to(device)
-            with autocast:
-                logits, pooled, vision = model.forward_with_vision(
-                    batch.input_ids, batch.attention_mask, batch.visual_feats * kept,
-                    batch.visual_pos, vision_from=objects.read_from,
-                )  # fmt: skip
-            loss = objective(logits.float(), batch.targets, batch.prior, pooled.float())
-            loss = loss + objects.loss(vision, batch.visual_feats, chosen)
+            loss = _pretrain_loss(model, objective, batch, data, split, cfg, epoch, i, device,
+                                  autocast)  # fmt: skip
         if device.type != "cuda" and not torch.isfinite(loss):  # free on the CPU: stop at once
             raise RuntimeError(f"{name}: non-finite loss at epoch {epoch + 1}, step {i + 1}")
         optimizer.zero_grad(set_to_none=True)
@@ -249,6 +263,34 @@ def train_epoch(name: str, model: VQAModel, objective, params: list, optimizer, 
     if pending is not None:
         settle(pending, steps)
     return losses
+
+
+def _pretrain_loss(model: VQAModel, objective: PretrainObjective, batch, data: PreparedData,
+                   split, cfg: TrainConfig, epoch: int, step: int, device: torch.device,
+                   autocast) -> torch.Tensor:  # fmt: skip
+    """The QA loss plus the configured visual tasks' losses of one pre-training step."""
+    objects, labels = objective.objects, objective.labels
+    feats = batch.visual_feats
+    if objects is not None:
+        # the masks of step `step` of this epoch, the same on a resume
+        chosen, kept = objects.draw(tuple(feats.shape),
+                                    np.random.default_rng([cfg.seed, epoch, step, 1]))  # fmt: skip
+        chosen, kept = chosen.to(device), kept.to(device)
+        feats = feats * kept
+    encoder = labels is not None or (objects is not None and objects.read_from == "encoder")
+    with autocast:
+        logits, pooled, output, last_r = model.forward_with_states(
+            batch.input_ids, batch.attention_mask, feats, batch.visual_pos, encoder=encoder
+        )
+    loss = objective(logits.float(), batch.targets, batch.prior, pooled.float())
+    if objects is not None:
+        vision = last_r if objects.read_from == "encoder" else output
+        loss = loss + objects.loss(vision, batch.visual_feats, chosen)
+    if labels is not None:
+        # a box's class, looked up by the questions' feature rows
+        ids = data.store.object_ids[split.feature_rows[batch.rows]]
+        loss = loss + labels.loss(last_r, torch.from_numpy(np.asarray(ids, np.int64)).to(device))
+    return loss
 
 
 def _finish(stage, out: Path, model: VQAModel, data: PreparedData, device, train_cfg,

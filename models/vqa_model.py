@@ -100,7 +100,22 @@ class VQAModel(nn.Module):
         """Answer logits (B, A), the pooled output (B, H) and a visual state (B, K, H), one per
         box: with `vision_from="output"` the cross-modal layers' visual output (what LXMERT's
         masked-object heads read), with `"encoder"` the last object-relationship layer's."""
-        encoder = vision_from == "encoder"
+        logits, pooled, output, encoder = self.forward_with_states(
+            input_ids, attention_mask, visual_feats, visual_pos, encoder=vision_from == "encoder"
+        )
+        return logits, pooled, encoder if vision_from == "encoder" else output
+
+    def forward_with_states(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        visual_feats: torch.Tensor,
+        visual_pos: torch.Tensor,
+        encoder: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Answer logits (B, A), the pooled output (B, H), the cross-modal layers' visual output
+        (B, K, H) and, with `encoder`, the last object-relationship layer's states (B, K, H)
+        (else None)."""
         out = self.backbone(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -109,12 +124,8 @@ class VQAModel(nn.Module):
             output_hidden_states=encoder,
         )
         # vision_hidden_states: one per r-layer, then one per cross-modal layer
-        vision = (
-            out.vision_hidden_states[self.backbone.config.r_layers - 1]
-            if encoder
-            else out.vision_output
-        )
-        return self.head(out.pooled_output), out.pooled_output, vision
+        last_r = out.vision_hidden_states[self.backbone.config.r_layers - 1] if encoder else None
+        return self.head(out.pooled_output), out.pooled_output, out.vision_output, last_r
 
 
 def hf_name(name: str) -> str:

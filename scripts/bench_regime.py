@@ -173,6 +173,21 @@ REGIMES: dict[str, dict[str, dict[str, Any]]] = {
     # (measured on seed 0: the r-layer still costs 0.2 at 0.9 after stage 1, P6 -4.6, P7 0.0)
     "paper-n1-mo15-enc": _merge(_PAPER, {"synth": {"noise": 1.0}, "pretrain": {
         "masked_objects": {"share": 0.15, "read_from": "encoder"}}}),
+    # paper-prod with LXMERT's object label prediction beside pre-training's QA loss
+    # (`pretrain.object_labels`): every box is classified into what it was drawn from (type t's
+    # answer a, a key object, background) by a linear read-out of the object-relationship
+    # encoder's last layer. paper-prod's product was never learned because nothing rewarded
+    # computing it before attention found the boxes; this task rewards it per box, directly, and
+    # only the r-layer's feed-forward layer can compute it (a linear read-out cannot, and the
+    # cross-modal layer's visual half never reaches the pooled output with one cross-modal
+    # layer). The decoded answer is then what cross-attention reads, so pruning the visual
+    # module breaks the decoding (P6, P7). 192-d features as paper-prod, and 96-d: with hidden
+    # 64 the projection cannot pass 64 sign pairs and the type code, 32 pairs it can
+    "paper-prod-ol": _merge(_PAPER, {"synth": {"noise": 1.0, "answer_code": "product"},
+                                     "pretrain": {"object_labels": {"weight": 1.0}}}),
+    "paper-prod96-ol": _merge(_PAPER, {"synth": {"noise": 1.0, "answer_code": "product",
+                                                 "feature_dim": 96},
+                                       "pretrain": {"object_labels": {"weight": 1.0}}}),
     # a smoke test of this script, not a regime: minutes, not hours
     "smoke": {"synth": {"questions": 600, "images": 300, "feature_dim": 16},
               "pretrain": {"epochs": 1}, "finetune": {"epochs": 1}, "pruning": {"epochs": 1}},

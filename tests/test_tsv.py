@@ -60,13 +60,18 @@ def bottomup_fields(img: Image) -> list[str]:
     ]
 
 
+def object_classes(img: Image) -> np.ndarray:
+    """The detector classes (objects_id) of an image's boxes: differ from image to image."""
+    return (np.arange(len(img.boxes)) * 3 + img.image_id) % 1600
+
+
 def lxmert_fields(img: Image) -> list[str]:
     k = len(img.boxes)
     return [
         f"COCO_val2014_{img.image_id:012d}",
         str(img.h),  # height before width, as in LXMERT's FIELDNAMES
         str(img.w),
-        b64(np.arange(k), "<i8"),
+        b64(object_classes(img), "<i8"),
         b64(np.linspace(0.9, 0.5, k), "<f4"),
         b64(np.arange(k) + 100, "<i8"),
         b64(np.linspace(0.8, 0.4, k), "<f4"),
@@ -120,6 +125,7 @@ def test_bottomup_float32_values(tmp_path: Path) -> None:
     assert store.features.dtype == np.float32
     assert store.features.shape == (4, K, D)
     np.testing.assert_array_equal(store.features, np.stack([img.feats for img in images]))
+    assert store.object_ids is None  # bottom-up TSVs carry no detector classes
     assert store.boxes.dtype == np.float32
     np.testing.assert_array_equal(store.boxes[0, 0], np.float32([0.1, 0.1, 0.5, 0.5]))
     np.testing.assert_allclose(store.boxes, expected_boxes(images), rtol=1e-6, atol=0)
@@ -145,6 +151,8 @@ def test_lxmert_float16_values_and_id_parse(tmp_path: Path) -> None:
     # w != h in every image: reading img_h as the width would give 64/480 here, not 0.1.
     np.testing.assert_array_equal(store.boxes[0, 0], np.float32([0.1, 0.1, 0.5, 0.5]))
     np.testing.assert_allclose(store.boxes, expected_boxes(images), rtol=1e-6, atol=0)
+    # objects_id is kept, row by row, for object label pre-training
+    np.testing.assert_array_equal(store.object_ids, np.stack([object_classes(i) for i in images]))
 
 
 @pytest.mark.parametrize("fmt", ["bottomup", "lxmert"])
@@ -174,15 +182,21 @@ def test_two_files_merged_in_order(tmp_path: Path) -> None:
     np.testing.assert_allclose(store.boxes, expected_boxes(all_imgs), rtol=1e-6, atol=0)
 
 
-def test_rows_span_several_write_blocks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("fmt", ["bottomup", "lxmert"])
+def test_rows_span_several_write_blocks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmt: str
+) -> None:
     monkeypatch.setattr(tsv, "BLOCK_ROWS", 2)
     images = make_images(5, seed=4)
-    src = write_images(tmp_path / "in.tsv", "bottomup", images)
+    src = write_images(tmp_path / "in.tsv", fmt, images)
 
     convert_tsv([src], tmp_path / "out.h5", dtype="float32")
 
     store = load_feature_store(tmp_path / "out.h5")
     assert store.image_ids.tolist() == [img.image_id for img in images]
+    if fmt == "lxmert":
+        classes = np.stack([object_classes(img) for img in images])
+        np.testing.assert_array_equal(store.object_ids, classes)
     np.testing.assert_array_equal(store.features, np.stack([i.feats for i in images]))
     np.testing.assert_allclose(store.boxes, expected_boxes(images), rtol=1e-6, atol=0)
 
@@ -390,6 +404,10 @@ BAD_INPUTS = {
     "boxes too short": (
         bad_row(BU, 2, lambda f: set_field(f, 4, b64(np.zeros(8), "<f4"))),
         ["feats.tsv line 2", "field 'boxes' decodes to 8 floats, expected 12 (num_boxes 3 x 4)"],
+    ),
+    "negative objects_id": (
+        bad_row(LX, 2, lambda f: set_field(f, 3, b64(np.arange(K) - 1, "<i8"))),
+        ["feats.tsv line 2", "field 'objects_id' has a negative class -1"],
     ),
     "objects_id count": (
         bad_row(LX, 2, lambda f: set_field(f, 3, b64(np.arange(K + 1), "<i8"))),

@@ -1,7 +1,9 @@
 """The feature store: one HDF5 file of region features, held once per process.
 
 Layout (DESIGN.md §3): `image_ids` (N,) int64, `features` (N, K, D) float16 or float32, `boxes`
-(N, K, 4) float32 as (x1/w, y1/h, x2/w, y2/h) in [0, 1]; K is 36 for bottom-up features. The writer
+(N, K, 4) float32 as (x1/w, y1/h, x2/w, y2/h) in [0, 1]; K is 36 for bottom-up features; optional
+`object_ids` (N, K) int64, a class >= 0 per box (the detector's label, as in LXMERT's `objects_id`),
+which only object label pre-training reads. The writer
 stores the arrays contiguously and uncompressed, so a reader memory-maps them: every process on a
 node then shares one copy in the page cache, and no batch copies more than its own rows.
 """
@@ -26,15 +28,17 @@ def write_feature_store(
     image_ids: np.ndarray,
     features: np.ndarray,
     boxes: np.ndarray,
+    object_ids: np.ndarray | None = None,
 ) -> None:
-    """Write a complete store atomically. Shapes: (N,), (N, K, D), (N, K, 4)."""
+    """Write a complete store atomically. Shapes: (N,), (N, K, D), (N, K, 4), (N, K) or None."""
     image_ids = np.asarray(image_ids, dtype=np.int64)
     features = np.asarray(features)
     boxes = np.asarray(boxes, dtype=np.float32)
     with FeatureStoreWriter(
-        path, len(image_ids), features.shape[1], features.shape[2], features.dtype
-    ) as writer:
-        writer.write(0, image_ids, features, boxes)
+        path, len(image_ids), features.shape[1], features.shape[2], features.dtype,
+        object_ids=object_ids is not None,
+    ) as writer:  # fmt: skip
+        writer.write(0, image_ids, features, boxes, object_ids)
 
 
 class FeatureStoreWriter:
@@ -47,6 +51,7 @@ class FeatureStoreWriter:
         num_boxes: int,
         feature_dim: int,
         dtype: np.dtype | str = "float32",
+        object_ids: bool = False,
     ) -> None:
         dtype = np.dtype(dtype)
         if dtype not in FEATURE_DTYPES:
@@ -61,16 +66,31 @@ class FeatureStoreWriter:
             "features", (num_images, num_boxes, feature_dim), dtype=dtype
         )
         self.boxes = self._file.create_dataset("boxes", (num_images, num_boxes, 4), dtype="float32")
+        self.object_ids = (
+            self._file.create_dataset("object_ids", (num_images, num_boxes), dtype="int64")
+            if object_ids
+            else None
+        )
         self._file.attrs["format"] = "tickets-features-v1"
 
     def write(
-        self, start: int, image_ids: np.ndarray, features: np.ndarray, boxes: np.ndarray
+        self,
+        start: int,
+        image_ids: np.ndarray,
+        features: np.ndarray,
+        boxes: np.ndarray,
+        object_ids: np.ndarray | None = None,
     ) -> None:
-        """Write rows [start, start + len(image_ids))."""
+        """Write rows [start, start + len(image_ids)); `object_ids` exactly when the store has
+        them."""
+        if (object_ids is None) != (self.object_ids is None):
+            raise ValueError("object_ids must be given exactly when the store was opened with them")
         stop = start + len(image_ids)
         self.image_ids[start:stop] = image_ids
         self.features[start:stop] = features
         self.boxes[start:stop] = boxes
+        if self.object_ids is not None:
+            self.object_ids[start:stop] = object_ids
 
     def __enter__(self) -> FeatureStoreWriter:
         return self
@@ -100,6 +120,7 @@ class FeatureStore:
     image_ids: np.ndarray  # (N,) int64
     features: np.ndarray  # (N, K, D) float16 or float32
     boxes: np.ndarray  # (N, K, 4) float32
+    object_ids: np.ndarray | None = None  # (N, K) int64 >= 0, when the store has them
 
     @property
     def num_boxes(self) -> int:
@@ -213,9 +234,26 @@ def _open(path: Path) -> FeatureStore:
         boxes = _memmap_or_read(path, box_ds)
         if box_ds.dtype != np.float32:
             boxes = np.asarray(boxes, dtype=np.float32)
+        object_ids = _object_ids(path, f, feat_ds.shape[:2])
     if len(np.unique(image_ids)) != n:
         uniq, counts = np.unique(image_ids, return_counts=True)
         raise InputError(f"{path}: field 'image_ids' repeats id {int(uniq[counts > 1][0])}")
     if n and (np.nanmin(boxes) < 0.0 or np.nanmax(boxes) > 1.0 or np.isnan(boxes).any()):
         raise InputError(f"{path}: field 'boxes' has values outside [0, 1]")
-    return FeatureStore(str(path), image_ids, features, boxes)
+    return FeatureStore(str(path), image_ids, features, boxes, object_ids)
+
+
+def _object_ids(path: Path, f: h5py.File, shape: tuple[int, int]) -> np.ndarray | None:
+    """The optional (N, K) class per box, checked; None when the store has none."""
+    if "object_ids" not in f:
+        return None
+    ds = f["object_ids"]
+    if ds.shape != shape or not np.issubdtype(ds.dtype, np.integer):
+        raise InputError(
+            f"{path}: field 'object_ids' has shape {ds.shape} and dtype {ds.dtype}, expected "
+            f"integers of shape {shape}"
+        )
+    ids = np.asarray(ds[...], dtype=np.int64)  # N x K classes: small beside the features
+    if ids.size and ids.min() < 0:
+        raise InputError(f"{path}: field 'object_ids' has a negative class {int(ids.min())}")
+    return ids

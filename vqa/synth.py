@@ -435,9 +435,11 @@ def generate(spec: SynthSpec, out: str | Path) -> dict:
         for r in records[split]:
             slot_answer[r["img"], r["t"]] = r["a"]
 
-    features, boxes = _render(spec, world, key_objects, slot_answer, rng)
+    features, boxes, object_ids = _render(spec, world, key_objects, slot_answer, rng)
     with atomic_dir(out) as tmp:
-        write_feature_store(tmp / "features.h5", image_ids, features.astype(np.float32), boxes)
+        write_feature_store(
+            tmp / "features.h5", image_ids, features.astype(np.float32), boxes, object_ids
+        )
         counts = {}
         for split, recs in records.items():
             ques, anns, ood = _to_json(spec, world, recs, image_ids, rng)
@@ -464,10 +466,17 @@ def _render(
     key_objects: np.ndarray,
     slot_answer: np.ndarray,
     rng: np.random.Generator,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Features (M, K, D) and boxes (M, K, 4) of every image."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Features (M, K, D), boxes (M, K, 4) and object classes (M, K) of every image.
+
+    A box's class (`object_ids`, for object label pre-training) names what it was drawn from:
+    1 + 6 t + a for a box that carries type t's answer a (with answer_hops 2 the link + answer
+    box), 1 + 6 T + o for key object o, 1 + 6 T + len(KEY_OBJECTS) + t for a type + link box of
+    answer_hops 2, 0 for background (T types, at most 6 answers each)."""
     m, k, d = spec.images, spec.num_boxes, spec.feature_dim
     n_types = len(QUESTION_TYPES)
+    objects_from = 1 + 6 * n_types
+    object_ids = np.zeros((m, k), dtype=np.int64)
     feats = world.background_code[rng.integers(NUM_BACKGROUND_CODES, size=(m, k))]
     # links come from a generator of their own, so the questions and answers stay those of hops 1
     link_rng = np.random.default_rng([spec.seed, 2])
@@ -482,6 +491,8 @@ def _render(
             links = link_code[link_rng.choice(spec.link_codes, n_types, replace=False)]
         j = 0
         for t in range(n_types):
+            answer_class = 1 + 6 * t + slot_answer[img, t]
+            box_classes = [answer_class] * spec.answer_boxes
             if spec.answer_code == "product":
                 answer = spec.answer_strength * sign_code[t, slot_answer[img, t]]
                 r = sign_rng.choice([-1.0, 1.0], size=(spec.answer_boxes, third))
@@ -498,11 +509,15 @@ def _render(
                 link = links[t] if spec.link_codes else link_rng.standard_normal(d)
                 codes = [(world.type_code[t] + link) / np.sqrt(2), (link + answer) / np.sqrt(2)]
                 box_codes = [c for c in codes for _ in range(spec.answer_boxes)]
-            for code in box_codes:
+                type_class = objects_from + len(KEY_OBJECTS) + t
+                box_classes = [type_class] * spec.answer_boxes + box_classes
+            for code, box_class in zip(box_codes, box_classes, strict=True):
                 feats[img, pos[j]] = code
+                object_ids[img, pos[j]] = box_class
                 j += 1
         for o in key_objects[img]:
             feats[img, pos[j]] = world.object_code[o]
+            object_ids[img, pos[j]] = objects_from + o
             j += 1
     feats = feats + spec.noise * rng.standard_normal((m, k, d))
     if spec.nuisance:
@@ -513,7 +528,7 @@ def _render(
         feats = feats + spec.nuisance * gain * direction
     corners = rng.random((m, k, 2, 2))
     boxes = np.concatenate([corners.min(axis=2), corners.max(axis=2)], axis=-1)  # x1 y1 x2 y2
-    return feats, boxes.astype(np.float32)
+    return feats, boxes.astype(np.float32), object_ids
 
 
 def _to_json(

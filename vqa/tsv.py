@@ -10,7 +10,9 @@ Two formats, tab-separated, no header, one image per line:
 
 ``boxes`` is base64 of float32 (num_boxes, 4) pixel boxes (x1, y1, x2, y2); ``features`` base64 of
 float32 (num_boxes, D). In ``lxmert``, ``objects_id``/``attrs_id`` are base64 int64 (num_boxes,)
-and ``objects_conf``/``attrs_conf`` base64 float32 (num_boxes,); they are checked, not stored.
+and ``objects_conf``/``attrs_conf`` base64 float32 (num_boxes,); all are checked, and
+``objects_id`` (the detector's class per box, which object label pre-training reads) is stored as
+the store's ``object_ids``.
 """
 
 from __future__ import annotations
@@ -96,6 +98,7 @@ class _Row:
     image_id: int
     boxes: np.ndarray  # (K, 4) float32, normalised and clipped to [0, 1]
     features: np.ndarray  # (K, D) float32
+    object_ids: np.ndarray | None = None  # (K,) int64 >= 0, lxmert's objects_id
 
 
 def convert_tsv(
@@ -174,8 +177,10 @@ def convert_tsv(
     ids = np.empty(BLOCK_ROWS, dtype=np.int64)
     feats = np.empty((BLOCK_ROWS, k, d), dtype=out_dtype)
     boxes = np.empty((BLOCK_ROWS, k, 4), dtype=np.float32)
+    with_ids = row0.object_ids is not None
+    objects = np.empty((BLOCK_ROWS, k), dtype=np.int64) if with_ids else None
     with (
-        FeatureStoreWriter(out, total, k, d, out_dtype) as writer,
+        FeatureStoreWriter(out, total, k, d, out_dtype, object_ids=with_ids) as writer,
         tqdm(total=total, disable=not progress, unit="img", desc="convert") as bar,
     ):
         written = 0
@@ -203,9 +208,11 @@ def convert_tsv(
                 ids[fill] = row.image_id
                 feats[fill] = _cast_features(row.features, out_dtype, where)
                 boxes[fill] = row.boxes
+                if objects is not None:
+                    objects[fill] = row.object_ids
                 fill += 1
                 if fill == BLOCK_ROWS:
-                    writer.write(written, ids, feats, boxes)
+                    writer.write(written, ids, feats, boxes, objects)
                     written += fill
                     fill = 0
                 bar.update(1)
@@ -214,7 +221,8 @@ def convert_tsv(
                     f"{path}: file shrank while being converted ({n} of {expected} rows)"
                 )
         if fill:
-            writer.write(written, ids[:fill], feats[:fill], boxes[:fill])
+            writer.write(written, ids[:fill], feats[:fill], boxes[:fill],
+                         None if objects is None else objects[:fill])  # fmt: skip
             written += fill
         assert written == total
     return {"images": total, "num_boxes": k, "feature_dim": d, "format": form.name, "out": str(out)}
@@ -295,6 +303,7 @@ def _decode_row(
     if k is not None and row_k != k:
         raise InputError(f"{where}: field 'num_boxes' is {row_k}, expected {k} ({k_source})")
 
+    object_ids = None
     for name, dt in form.extra:
         values = _decode_array(name, field(name), dt, where)
         if values.size != row_k:
@@ -302,6 +311,10 @@ def _decode_row(
                 f"{where}: field '{name}' decodes to {values.size} values, expected {row_k}"
                 f" (one per box)"
             )
+        if name == "objects_id":
+            if values.size and values.min() < 0:
+                raise InputError(f"{where}: field 'objects_id' has a negative class {values.min()}")
+            object_ids = values.astype(np.int64)
 
     px = _decode_array("boxes", field("boxes"), "<f4", where)
     if px.size != row_k * 4:
@@ -327,7 +340,7 @@ def _decode_row(
     feats = feats.reshape(row_k, d)
     if not np.isfinite(feats).all():
         raise InputError(f"{where}: field 'features' contains NaN or infinite values")
-    return _Row(image_id, boxes, feats)
+    return _Row(image_id, boxes, feats, object_ids)
 
 
 def _parse_image_id(form: _Format, raw: bytes, where: str) -> int:
