@@ -160,3 +160,22 @@ def test_a_bad_object_labels_weight_is_refused_by_name(tiny_bench: Bench, tmp_pa
         validate_config(raw, "run")
     plain = validate_config(tiny_run_config(tiny_bench, tmp_path), "run").blocks_yaml("pretrain")
     assert "object_labels" not in yaml.safe_load(plain)["pretrain"]
+
+
+def test_both_visual_tasks_train_together(tiny_bench: Bench, tmp_path: Path) -> None:
+    from models.train import fit
+
+    losses = {}
+    for name, tasks in (("both", {"masked_objects": {"share": 0.3},
+                                  "object_labels": {"weight": 0.5}}),
+                        ("objects", {"masked_objects": {"share": 0.3}})):  # fmt: skip
+        raw = tiny_run_config(tiny_bench, tmp_path / name)
+        raw["pretrain"].update(epochs=1, **tasks)
+        cfg = validate_config(raw, "run")
+        metrics = fit("pretrain", cfg.data, cfg.model, None, cfg.pretrain,
+                      cfg.blocks_yaml("data", "pretrain"))  # fmt: skip
+        losses[name] = metrics["history"][0]["train_loss"]
+    head = load_file(str(tmp_path / "both" / "pre" / "last" / "objective.safetensors"))
+    assert {k.split(".")[0] for k in head} == {"objects", "labels"}
+    # the label loss (about log of the class count at the start) adds to the regression's
+    assert losses["both"] > losses["objects"] + 0.5
