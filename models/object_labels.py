@@ -7,7 +7,7 @@ Softmax cross-entropy, averaged over boxes. The classifier is one linear layer, 
 has a GeLU transform before it: a hidden layer in the head could decode a box's class itself and
 leave the encoder idle, whereas a linear read-out makes the visual encoder put each box's class
 in a linearly readable form, the form the cross-modal attention then reads (docs/CALIBRATION.md,
-"Object labels").
+"Object label prediction and a per-box product").
 
 Like the masked-object head, this one is saved with the training state and never enters the
 model directory.

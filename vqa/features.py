@@ -253,7 +253,9 @@ def _object_ids(path: Path, f: h5py.File, shape: tuple[int, int]) -> np.ndarray 
             f"{path}: field 'object_ids' has shape {ds.shape} and dtype {ds.dtype}, expected "
             f"integers of shape {shape}"
         )
-    ids = np.asarray(ds[...], dtype=np.int64)  # N x K classes: small beside the features
+    ids = _memmap_or_read(path, ds)  # shared by a node's processes, as the features are
+    if ids.dtype != np.int64:
+        ids = np.asarray(ids, dtype=np.int64)
     if ids.size and ids.min() < 0:
         raise InputError(f"{path}: field 'object_ids' has a negative class {int(ids.min())}")
     return ids
