@@ -289,7 +289,7 @@ def _pretrain_loss(model: VQAModel, objective: PretrainObjective, batch, data: P
     if labels is not None:
         # a box's class, looked up by the questions' feature rows
         ids = data.store.object_ids[split.feature_rows[batch.rows]]
-        loss = loss + labels.loss(last_r, torch.from_numpy(np.asarray(ids, np.int64)).to(device))
+        loss = loss + labels.loss(last_r, torch.from_numpy(ids).to(device))  # int64 in the store
     return loss
 
 

@@ -24,7 +24,6 @@ import sys
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -84,26 +83,10 @@ class VQAModel(nn.Module):
         visual_pos: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Answer logits (B, A) and the pooled cross-modal output (B, H)."""
-        logits, pooled, _ = self.forward_with_vision(
-            input_ids, attention_mask, visual_feats, visual_pos
+        logits, pooled, _, _ = self.forward_with_states(
+            input_ids, attention_mask, visual_feats, visual_pos, encoder=False
         )
         return logits, pooled
-
-    def forward_with_vision(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        visual_feats: torch.Tensor,
-        visual_pos: torch.Tensor,
-        vision_from: Literal["output", "encoder"] = "output",
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Answer logits (B, A), the pooled output (B, H) and a visual state (B, K, H), one per
-        box: with `vision_from="output"` the cross-modal layers' visual output (what LXMERT's
-        masked-object heads read), with `"encoder"` the last object-relationship layer's."""
-        logits, pooled, output, encoder = self.forward_with_states(
-            input_ids, attention_mask, visual_feats, visual_pos, encoder=vision_from == "encoder"
-        )
-        return logits, pooled, encoder if vision_from == "encoder" else output
 
     def forward_with_states(
         self,

@@ -61,9 +61,8 @@ def test_read_from_encoder_gives_the_visual_state_before_any_cross_modal_layer()
     )
     one, other = torch.randint(0, 30, (3, 6)), torch.randint(0, 30, (3, 6))
     with torch.no_grad():
-        encoder = [model.forward_with_vision(q, mask, feats, pos, vision_from="encoder")[2]
-                   for q in (one, other)]  # fmt: skip
-        output = [model.forward_with_vision(q, mask, feats, pos)[2] for q in (one, other)]
+        states = [model.forward_with_states(q, mask, feats, pos) for q in (one, other)]
+        encoder, output = [s[3] for s in states], [s[2] for s in states]
         # the second r-layer's output, computed by hand from the visual input alone
         encoder_module = model.backbone.encoder
         hand = encoder_module.visn_fc(feats, pos)
