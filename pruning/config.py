@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_serializer, model_validator
 
 from models.config import ObjectiveConfig, TrainConfig
 from pruning.budget import GROUPS as BUDGET_GROUPS
@@ -51,12 +51,25 @@ class PruneConfig(TrainConfig):
     bounds: tuple[float, float] = (0.0, 0.99)
     alpha: float = Field(2.0, gt=0.0)
     phi: float = Field(0.01, gt=0.0)
+    score_lr: float | None = Field(None, gt=0)
+    """Learning rate of the mask scores (default `lr`, the paper's single rate); the answer head
+    and the objective's parameters train at `lr`. Scores start α·φ apart, so a mask flips only
+    once a score has moved that far: a run of far fewer steps than the paper's needs a larger
+    score rate (docs/CALIBRATION.md), as movement pruning gives its scores their own."""
     recompute_every: int = Field(100, ge=1)
     """t_m: steps between threshold recomputations (each tensor's mask re-binarised at its exact
     count; in `global` mode all budget tensors ranked together)."""
     loss: ObjectiveConfig = ObjectiveConfig(name="lmh")
 
     _loss_name = field_validator("loss", mode="before")(_loss_from_name)
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_score_lr(self, handler):
+        # Runs recorded before the field existed saved no `score_lr`: they still resume.
+        dumped = handler(self)
+        if dumped.get("score_lr", 0) is None:
+            del dumped["score_lr"]
+        return dumped
 
     @model_validator(mode="after")
     def _allocation_is_asked(self) -> PruneConfig:

@@ -101,10 +101,15 @@ def prune(
     if prune_cfg.method == "omp":
         history = _one_shot(model, data, device, prune_cfg, out, save_best, on_epoch)
     else:
-        params = mask_parameters(model) + _head_and(model, objective)
+        scores, head = mask_parameters(model), _head_and(model, objective)
+        # One group without score_lr, as runs saved before it existed (their optimiser state
+        # resumes); with it the head's group comes first, so the reported lr stays the head's.
+        groups = None
+        if prune_cfg.score_lr is not None:
+            groups = [{"params": head}, {"params": scores, "lr": prune_cfg.score_lr}]
         t_m = prune_cfg.recompute_every
-        history = _run_phase("prune", model, objective, params, prune_cfg, data, device, out,
-                             save_best, t_m, progress, log, on_epoch)  # fmt: skip
+        history = _run_phase("prune", model, objective, scores + head, prune_cfg, data, device,
+                             out, save_best, t_m, progress, log, on_epoch, groups)  # fmt: skip
     restore_mask(model, out / "best")
     metrics = {
         "stage": "prune",
@@ -219,16 +224,18 @@ def _one_shot(model, data, device, cfg: PruneConfig, out: Path, save_best,
 def _run_phase(name: str, model: VQAModel, objective: Objective, params: list[nn.Parameter],
                cfg: TrainConfig, data: PreparedData, device: torch.device, out: Path,
                save_best: Callable[[Path], None], recompute_every: int | None, progress: bool,
-               log: Callable[[str], None], on_epoch: EpochHook | None) -> list[dict]:  # fmt: skip
+               log: Callable[[str], None], on_epoch: EpochHook | None,
+               groups: list[dict] | None = None) -> list[dict]:  # fmt: skip
     """Train `params` epoch by epoch with `objective`, evaluating on the selection split; keeps
-    `best/` (via `save_best`) and `last/`; resumes from `last/`. Returns the history.
+    `best/` (via `save_best`) and `last/`; resumes from `last/`. Returns the history. `groups`
+    (AdamW parameter groups over the same parameters) gives some of them their own lr.
 
     With `recompute_every` (t_m), every mask is re-binarised from its scores each t_m steps and
     at the end of every epoch, so the evaluated and saved mask is that of the epoch's scores."""
     split = data.split("train")
     steps_per_epoch = math.ceil(len(split) / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(groups or params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     warmup = int(cfg.warmup_ratio * total)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(warmup, total))
     start_epoch, history, best = 0, [], -1.0

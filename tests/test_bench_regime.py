@@ -15,9 +15,9 @@ import pytest
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_regime.py"
 
 
-def _run(work: Path) -> subprocess.CompletedProcess:
+def _run(work: Path, regime: str = "smoke") -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(SCRIPT.parents[1])}
-    command = [sys.executable, str(SCRIPT), "--work", str(work), "--regime", "smoke",
+    command = [sys.executable, str(SCRIPT), "--work", str(work), "--regime", regime,
                "--seeds", "0", "--properties", "P0", "P4"]  # fmt: skip
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
 
@@ -44,3 +44,14 @@ def test_smoke_regime_measures_then_resumes_without_rerunning(tmp_path: Path) ->
     assert json.loads((tmp_path / "regime.json").read_text())["smoke"]["0"] == report
     assert {p: p.stat().st_mtime_ns for p in metrics} == stamps
     assert again.stdout.splitlines()[-4:] == first.stdout.splitlines()[-4:]
+
+    # A regime that differs only in `pruning` takes smoke's data, pre-training and stage 1
+    shared = _run(tmp_path, "smoke-s2")
+    assert shared.returncode == 0, shared.stderr[-3000:]
+    assert {p: p.stat().st_mtime_ns for p in metrics} == stamps  # nothing of smoke's re-run
+    assert sorted(p.name for p in (tmp_path / "smoke-s2" / "seed0").iterdir()) == [
+        "prune_bce_head_only", "prune_bce_u50"]  # fmt: skip
+    s2 = json.loads((tmp_path / "regime.json").read_text())["smoke-s2"]["0"]
+    assert s2["stage1_lmh"] == report["stage1_lmh"] and s2["pretrained"] == report["pretrained"]
+    run = (tmp_path / "smoke-s2" / "seed0" / "prune_bce_u50" / "config.yaml").read_text()
+    assert "score_lr: 0.01" in run and str(tmp_path / "smoke" / "seed0" / "bce") in run

@@ -22,7 +22,7 @@ from models.structure import prunable_groups
 from models.vqa_model import VQAModel, hf_name, load_backbone, load_head
 from pruning.export import load_masks, unpack_mask
 from search.cli import app
-from tests.conftest import Bench
+from tests.conftest import Bench, run_tickets
 
 TICKETS = str(Path(sys.executable).parent / "tickets")
 
@@ -204,6 +204,29 @@ def test_masks_are_recomputed_every_t_m_steps_and_at_each_epoch_end(
     steps = history[-1]["steps"]
     assert steps == 2 * history[0]["steps"] and steps % 3 != 0  # so rounding would show
     assert len(calls) == steps // 3 + 2
+
+
+def test_score_lr_moves_the_masks_while_the_head_keeps_lr(
+    tiny_bench: Bench, tiny_stage1: Path, tmp_path: Path
+) -> None:
+    # At lr 1e-4 a score moves at most ~1e-4 a step, far from the alpha * phi = 0.02 between kept
+    # and pruned scores: no bit flips. score_lr 0.05 moves the scores alone.
+    runs = {}
+    for name, extra in {"same": [], "own": ["pruning.score_lr=0.05"]}.items():
+        (tmp_path / name).mkdir()
+        config = _config(tiny_bench, tiny_stage1, tmp_path / name, lr=1e-4)
+        done = run_tickets("prune", config, *extra)
+        assert done.returncode == 0, done.stderr
+        out = tmp_path / name / "prune"
+        runs[name] = (json.loads((out / "metrics.json").read_text())["history"],
+                      yaml.safe_load((out / "config.yaml").read_text())["pruning"])  # fmt: skip
+    same, own = runs["same"], runs["own"]
+    assert all(h["mask_change"] == 0.0 for h in same[0])
+    assert max(h["mask_change"] for h in own[0]) > 0.001
+    # the reported lr is the head's, decaying from 1e-4 in both
+    assert [h["lr"] for h in own[0]] == pytest.approx([h["lr"] for h in same[0]])
+    # a run without it saves the config as runs did before the field existed (they resume)
+    assert "score_lr" not in same[1] and own[1]["score_lr"] == 0.05
 
 
 def test_masks_reload_into_a_fresh_model(tiny_bench: Bench, tiny_stage1: Path, tmp_path: Path):
