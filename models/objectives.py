@@ -34,6 +34,10 @@ def predict(logits: Tensor) -> Tensor:
     return logits.argmax(dim=-1)
 
 
+# Softmax losses leave the logits' level free; the others read every logit as a sigmoid.
+SOFTMAX_LOSSES = frozenset({"rubi", "lpf", "ce"})
+
+
 class Objective(nn.Module):
     """A loss on (logits, targets, prior, pooled) -> scalar float32 tensor.
 

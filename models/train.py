@@ -327,9 +327,10 @@ def _finish(stage, out: Path, model: VQAModel, data: PreparedData, device, train
 
 @torch.no_grad()
 def calibrate_head_for_sigmoid(
-    model: VQAModel, data: PreparedData, device: torch.device, batch_size: int = 512
-) -> float:
-    """Shift the answer head's output bias by c = mean over `pretrain` questions of
+    model: VQAModel, data: PreparedData, device: torch.device, batch_size: int = 512,
+    split: str = "pretrain",
+) -> float:  # fmt: skip
+    """Shift the answer head's output bias by c = mean over `split`'s questions of
     logsumexp(logits); returns c.
 
     Softmax cross-entropy leaves the logits' level free; read as sigmoids (BCE, LMH in stage 1)
@@ -337,7 +338,7 @@ def calibrate_head_for_sigmoid(
     floor and their gradients erase the pre-trained grounding (docs/CALIBRATION.md). After the
     shift sigmoid(z - c) ~ softmax(z); the argmax, and so every prediction, is unchanged."""
     total, n = 0.0, 0
-    for logits in split_logits(model, data, "pretrain", device, batch_size):
+    for logits in split_logits(model, data, split, device, batch_size):
         total += torch.logsumexp(logits, dim=-1).sum().item()
         n += logits.shape[0]
     shift = total / max(1, n)

@@ -56,6 +56,12 @@ class PruneConfig(TrainConfig):
     and the objective's parameters train at `lr`. Scores start α·φ apart, so a mask flips only
     once a score has moved that far: a run of far fewer steps than the paper's needs a larger
     score rate (docs/CALIBRATION.md), as movement pruning gives its scores their own."""
+    head_shift: bool = False
+    """Before a sigmoid loss (`bce`, `lmh`) trains the head of a stage-1 model trained with a
+    softmax loss (`lpf`, `rubi`, `ce`: the objective its `config.yaml` names), shift the head's
+    output bias so that sigmoid(z - c) ~ softmax(z) over the training split (as after `ce`
+    pre-training); predictions are unchanged. Unshifted, such a head says "yes" to most answers
+    and the first stage-2 gradients are several times the usual (docs/CALIBRATION.md)."""
     recompute_every: int = Field(100, ge=1)
     """t_m: steps between threshold recomputations (each tensor's mask re-binarised at its exact
     count; in `global` mode all budget tensors ranked together)."""
@@ -64,11 +70,13 @@ class PruneConfig(TrainConfig):
     _loss_name = field_validator("loss", mode="before")(_loss_from_name)
 
     @model_serializer(mode="wrap")
-    def _omit_unset_score_lr(self, handler):
-        # Runs recorded before the field existed saved no `score_lr`: they still resume.
+    def _omit_unset_fields(self, handler):
+        # Runs recorded before these fields existed saved neither: they still resume.
         dumped = handler(self)
         if dumped.get("score_lr", 0) is None:
             del dumped["score_lr"]
+        if dumped.get("head_shift") is False:
+            del dumped["head_shift"]
         return dumped
 
     @model_validator(mode="after")

@@ -25,15 +25,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from models.config import TrainConfig
 from models.evaluate import evaluate_split
-from models.objectives import Objective, build_objective
+from models.objectives import SOFTMAX_LOSSES, Objective, build_objective
 from models.structure import find_lxmert, group_sizes
 from models.train import (
     apply_training_state,
+    calibrate_head_for_sigmoid,
     finished_run,
     linear_schedule,
     load_checkpoint_model,
@@ -95,6 +97,11 @@ def prune(
     apply_masks(model, requested, prune_cfg.mode, prune_cfg.alpha, prune_cfg.phi)
     record_config(out, config_yaml)  # only once the inputs are known good
     model.to(device)
+    shift = 0.0
+    fresh = not (out / "last" / "state.pt").is_file()  # a resumed run loads its trained head
+    if prune_cfg.head_shift and fresh and _softmax_head(prune_cfg.checkpoint, prune_cfg):
+        with torch.no_grad():
+            shift = calibrate_head_for_sigmoid(model, data, device, split="train")
 
     objective = build_objective(prune_cfg.loss, model.backbone.config.hidden_size).to(device)
     save_best = _mask_saver(model, data.answers)
@@ -118,6 +125,7 @@ def prune(
         "mode": prune_cfg.mode,
         "checkpoint": str(prune_cfg.checkpoint),
         "requested": requested,
+        **({"head_shift": shift} if prune_cfg.head_shift else {}),
         "sparsity": sparsity_report(model),
         "remaining_params": _remaining(model),
         **_kept(model, data, device, prune_cfg, history),
@@ -189,6 +197,16 @@ def load_pruned(
         _load_trainable(model, stage3_out / "best" / TRAINABLE_FILE)
     model.eval()
     return model, load_tokenizer(prune_cfg.checkpoint), answers
+
+
+def _softmax_head(checkpoint: Path, cfg: PruneConfig) -> bool:
+    """Whether `cfg.loss` reads logits as sigmoids and the stage-1 run saved in `checkpoint`
+    (its `config.yaml`, which `tickets finetune` writes) trained them with a softmax loss."""
+    saved = checkpoint / "config.yaml"
+    if cfg.loss.name in SOFTMAX_LOSSES or not saved.is_file():
+        return False
+    stage1 = (yaml.safe_load(saved.read_text()) or {}).get("objective") or {}
+    return stage1.get("name") in SOFTMAX_LOSSES
 
 
 def _head_and(model: VQAModel, objective: Objective) -> list[nn.Parameter]:

@@ -229,6 +229,48 @@ def test_score_lr_moves_the_masks_while_the_head_keeps_lr(
     assert "score_lr" not in same[1] and own[1]["score_lr"] == 0.05
 
 
+def test_head_shift_puts_a_softmax_head_on_the_sigmoid_scale(
+    tiny_bench: Bench, tiny_stage1: Path, tiny_pretrained: Path, tmp_path: Path
+) -> None:
+    from models.evaluate import split_logits
+    from models.train import fit, load_checkpoint_model
+    from search.config import validate_config
+    from tests.conftest import tiny_run_config
+
+    raw = tiny_run_config(
+        tiny_bench, tmp_path, model={"checkpoint": str(tiny_pretrained)}, objective={"name": "lpf"},
+        finetune={"output_dir": str(tmp_path / "lpf"), "epochs": 1, "batch_size": 32, "lr": 1e-3},
+    )  # fmt: skip
+    cfg = validate_config(raw, "stage1")
+    fit("finetune", cfg.data, cfg.model, cfg.objective, cfg.finetune,
+        cfg.blocks_yaml("data", "model", "objective", "finetune"))  # fmt: skip
+
+    def run(name: str, stage1: Path, *extra: str) -> dict:
+        (tmp_path / name).mkdir()
+        config = _config(tiny_bench, stage1, tmp_path / name, epochs=1, lr=1e-3)
+        done = run_tickets("prune", config, *extra)
+        assert done.returncode == 0, done.stderr
+        return json.loads((tmp_path / name / "prune" / "metrics.json").read_text())
+
+    omp = run("omp", tmp_path / "lpf", "pruning.method=omp")
+    omp_shift = run("omp_shift", tmp_path / "lpf", "pruning.method=omp", "pruning.head_shift=true")
+    # c is the mean logsumexp of the logits over the training split, measured on the masked
+    # model stage 2 starts from (so near, not at, the full stage-1 model's)
+    model, _ = load_checkpoint_model(tmp_path / "lpf" / "best", tiny_bench.data, "required")
+    logits = torch.cat(list(split_logits(model, tiny_bench.data, "train", torch.device("cpu"))))
+    lse = torch.logsumexp(logits, dim=-1).mean().item()
+    shift = omp_shift["head_shift"]
+    assert shift == pytest.approx(lse, abs=0.02) and "head_shift" not in omp
+    heads = [load_file(tmp_path / n / "prune" / "best" / "answer_head.safetensors")
+             for n in ("omp", "omp_shift")]  # fmt: skip
+    last = max(k for k in heads[0] if k.endswith("bias"))  # the output layer's bias
+    assert torch.allclose(heads[1][last], heads[0][last] - shift, atol=1e-6)
+    # it moves every logit by the same c: no prediction changes
+    assert omp_shift["selection"] == omp["selection"] and omp_shift["test"] == omp["test"]
+    # A BCE head is on the sigmoid scale already: nothing to shift
+    assert run("bce", tiny_stage1, "pruning.head_shift=true")["head_shift"] == 0.0
+
+
 def test_masks_reload_into_a_fresh_model(tiny_bench: Bench, tiny_stage1: Path, tmp_path: Path):
     from models.structure import group_sizes
     from pruning.masks import apply_masks
