@@ -8,7 +8,10 @@ A regime is the demo's run config (configs/demo.yaml) and `tickets data synth`'s
 the overrides of `REGIMES` below. Every run is an ordinary `fit` / `prune` under
 WORK/<regime>/seed<N>/, so an interrupted measurement resumes where it stopped (a finished run is
 read back, not re-run), and each figure is written to the JSON (default WORK/regime.json) as
-soon as it is measured. The table printed at the end has the seed mean, then each seed.
+soon as it is measured. A regime in `STAGE1_FROM` differs from another only in `pruning` and
+takes that one's data, pre-training and stage-1 models from WORK/<other>/seed<N>/. Several
+regimes may be measured at once into one JSON (each save replaces its own regime's record);
+one regime runs in one process at a time. The table printed at the end has the seed mean, then each seed.
 
 Definitions, fixed on 2026-12-02 before any figure of a new regime was seen (OOD = overall
 accuracy on the VQA-CP style `test` split, the kept epoch chosen on `dev`; "mask s" = LMH mask
@@ -41,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import fcntl
 import json
 import statistics
 import sys
@@ -581,7 +585,14 @@ def main() -> None:
         print(f"P8's seed spread is measured on seed {SEEDS_FOR_P8} only, not among --seeds")
 
     def save() -> None:
-        write_json(out, results_all)
+        # Re-read under a lock and replace only this regime's record: two regimes measured at
+        # once into one JSON (each process holding the file as it started) lost each other's
+        # figures before.
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with open(out.with_name(out.name + ".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            current = json.loads(out.read_text()) if out.is_file() else {}
+            write_json(out, {**current, args.regime: results})
 
     for seed in args.seeds:
         rec = results.setdefault(str(seed), {})

@@ -51,7 +51,9 @@ def test_smoke_regime_measures_then_resumes_without_rerunning(tmp_path: Path) ->
     assert {p: p.stat().st_mtime_ns for p in metrics} == stamps  # nothing of smoke's re-run
     assert sorted(p.name for p in (tmp_path / "smoke-s2" / "seed0").iterdir()) == [
         "prune_bce_head_only", "prune_bce_u50"]  # fmt: skip
-    s2 = json.loads((tmp_path / "regime.json").read_text())["smoke-s2"]["0"]
+    both = json.loads((tmp_path / "regime.json").read_text())
+    s2 = both["smoke-s2"]["0"]
+    assert both["smoke"]["0"] == report  # each regime's save replaces its own record only
     assert s2["stage1_lmh"] == report["stage1_lmh"] and s2["pretrained"] == report["pretrained"]
     run = (tmp_path / "smoke-s2" / "seed0" / "prune_bce_u50" / "config.yaml").read_text()
     assert "score_lr: 0.01" in run and str(tmp_path / "smoke" / "seed0" / "bce") in run
