@@ -290,6 +290,18 @@ REGIMES: dict[str, dict[str, dict[str, Any]]] = {
         "hidden_size": 128, "intermediate_size": 512}},
         "pruning": {"score_lr": 3.0e-4, "head_shift": True}}),
     "deep-m3e4-hs": _merge(_DEEP, {"pruning": {"score_lr": 3.0e-4, "head_shift": True}}),
+    # measured on seed 0: with the shift LMH's first loss on the LPF model falls from 9.3 to 5.9
+    # (BCE model: 2.1), and stage 2 still collapses (6.6% of the bits flip in epoch 1; kept 45.5
+    # against the full 57.5; hidden 64: 33.5). The head needs epochs to adapt (the collapsed
+    # run's loss: 5.9, 3.3, 2.4 in epochs 1-3) while at 3e-4 the first scores cross in ~70
+    # steps. Half the score rate puts the first crossing at ~130 steps, in epoch 3; and the same
+    # over twice the epochs (12), so that the masks still move ~2x the gap in all
+    "deep-h128-m1.5e4-hs": _merge(_DEEP, {"pretrain": {"architecture": {
+        "hidden_size": 128, "intermediate_size": 512}},
+        "pruning": {"score_lr": 1.5e-4, "head_shift": True}}),
+    "deep-h128-m1.5e4-e12-hs": _merge(_DEEP, {"pretrain": {"architecture": {
+        "hidden_size": 128, "intermediate_size": 512}},
+        "pruning": {"score_lr": 1.5e-4, "head_shift": True, "epochs": 12}}),
     "deep-h128-m3e4-w30": _merge(_DEEP, {"pretrain": {"architecture": {
         "hidden_size": 128, "intermediate_size": 512}},
         "pruning": {"score_lr": 3.0e-4, "warmup_ratio": 0.3}}),
@@ -313,6 +325,8 @@ STAGE1_FROM = {
     "deep-h128-m3e4": "deep-h128",
     "deep-h128-m3e4-w30": "deep-h128",
     "deep-h128-m3e4-hs": "deep-h128",
+    "deep-h128-m1.5e4-hs": "deep-h128",
+    "deep-h128-m1.5e4-e12-hs": "deep-h128",
     "smoke-s2": "smoke",
 }
 
