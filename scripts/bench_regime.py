@@ -11,7 +11,8 @@ read back, not re-run), and each figure is written to the JSON (default WORK/reg
 soon as it is measured. A regime in `STAGE1_FROM` differs from another only in `pruning` and
 takes that one's data, pre-training and stage-1 models from WORK/<other>/seed<N>/. Several
 regimes may be measured at once into one JSON (each save replaces its own regime's record);
-one regime runs in one process at a time. The table printed at the end has the seed mean, then each seed.
+one regime runs in one process at a time. The table printed at the end has the seed mean, then
+each seed.
 
 Definitions, fixed on 2026-12-02 before any figure of a new regime was seen (OOD = overall
 accuracy on the VQA-CP style `test` split, the kept epoch chosen on `dev`; "mask s" = LMH mask
