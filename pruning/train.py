@@ -97,10 +97,10 @@ def prune(
     apply_masks(model, requested, prune_cfg.mode, prune_cfg.alpha, prune_cfg.phi)
     record_config(out, config_yaml)  # only once the inputs are known good
     model.to(device)
-    shift = 0.0
-    fresh = not (out / "last" / "state.pt").is_file()  # a resumed run loads its trained head
-    if prune_cfg.head_shift and fresh and _softmax_head(prune_cfg.checkpoint, prune_cfg):
-        with torch.no_grad():
+    shift: float | None = None  # a resumed run loads its trained (shifted) head from last/
+    if prune_cfg.head_shift and not (out / "last" / "state.pt").is_file():
+        shift = 0.0
+        if _softmax_head(prune_cfg.checkpoint, prune_cfg):
             shift = calibrate_head_for_sigmoid(model, data, device, split="train")
 
     objective = build_objective(prune_cfg.loss, model.backbone.config.hidden_size).to(device)
@@ -125,7 +125,7 @@ def prune(
         "mode": prune_cfg.mode,
         "checkpoint": str(prune_cfg.checkpoint),
         "requested": requested,
-        **({"head_shift": shift} if prune_cfg.head_shift else {}),
+        **({"head_shift": shift} if shift is not None else {}),
         "sparsity": sparsity_report(model),
         "remaining_params": _remaining(model),
         **_kept(model, data, device, prune_cfg, history),
