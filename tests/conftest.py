@@ -133,12 +133,16 @@ def tiny_stage1(
     tiny_bench: Bench, tiny_pretrained: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Path:
     """A tiny stage-1 (BCE) run; returns its output directory (the model is in `best/`)."""
+    return train_tiny_stage1(tiny_bench, tiny_pretrained, tmp_path_factory.mktemp("stage1"), "bce")
+
+
+def train_tiny_stage1(bench: Bench, pretrained: Path, out: Path, loss: str) -> Path:
+    """One epoch of stage 1 with `loss` from the tiny pre-trained model; returns `out/ft`."""
     from models.train import fit
     from search.config import validate_config
 
-    out = tmp_path_factory.mktemp("stage1")
     raw = tiny_run_config(
-        tiny_bench, out, model={"checkpoint": str(tiny_pretrained)}, objective={"name": "bce"},
+        bench, out, model={"checkpoint": str(pretrained)}, objective={"name": loss},
         finetune={"output_dir": str(out / "ft"), "epochs": 1, "batch_size": 32, "lr": 1e-3},
     )  # fmt: skip
     cfg = validate_config(raw, "stage1")

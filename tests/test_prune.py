@@ -233,17 +233,10 @@ def test_head_shift_puts_a_softmax_head_on_the_sigmoid_scale(
     tiny_bench: Bench, tiny_stage1: Path, tiny_pretrained: Path, tmp_path: Path
 ) -> None:
     from models.evaluate import split_logits
-    from models.train import fit, load_checkpoint_model
-    from search.config import validate_config
-    from tests.conftest import tiny_run_config
+    from models.train import load_checkpoint_model
+    from tests.conftest import train_tiny_stage1
 
-    raw = tiny_run_config(
-        tiny_bench, tmp_path, model={"checkpoint": str(tiny_pretrained)}, objective={"name": "lpf"},
-        finetune={"output_dir": str(tmp_path / "lpf"), "epochs": 1, "batch_size": 32, "lr": 1e-3},
-    )  # fmt: skip
-    cfg = validate_config(raw, "stage1")
-    fit("finetune", cfg.data, cfg.model, cfg.objective, cfg.finetune,
-        cfg.blocks_yaml("data", "model", "objective", "finetune"))  # fmt: skip
+    lpf = train_tiny_stage1(tiny_bench, tiny_pretrained, tmp_path / "stage1", "lpf")
 
     def run(name: str, stage1: Path, *extra: str) -> dict:
         (tmp_path / name).mkdir()
@@ -252,11 +245,11 @@ def test_head_shift_puts_a_softmax_head_on_the_sigmoid_scale(
         assert done.returncode == 0, done.stderr
         return json.loads((tmp_path / name / "prune" / "metrics.json").read_text())
 
-    omp = run("omp", tmp_path / "lpf", "pruning.method=omp")
-    omp_shift = run("omp_shift", tmp_path / "lpf", "pruning.method=omp", "pruning.head_shift=true")
+    omp = run("omp", lpf, "pruning.method=omp")
+    omp_shift = run("omp_shift", lpf, "pruning.method=omp", "pruning.head_shift=true")
     # c is the mean logsumexp of the logits over the training split, measured on the masked
     # model stage 2 starts from (so near, not at, the full stage-1 model's)
-    model, _ = load_checkpoint_model(tmp_path / "lpf" / "best", tiny_bench.data, "required")
+    model, _ = load_checkpoint_model(lpf / "best", tiny_bench.data, "required")
     logits = torch.cat(list(split_logits(model, tiny_bench.data, "train", torch.device("cpu"))))
     lse = torch.logsumexp(logits, dim=-1).mean().item()
     shift = omp_shift["head_shift"]
