@@ -98,9 +98,10 @@ def prune(
     record_config(out, config_yaml)  # only once the inputs are known good
     model.to(device)
     shift: float | None = None  # a resumed run loads its trained (shifted) head from last/
+    recover_checkpoints(out)  # so a last/ caught mid-rename counts as there
     if prune_cfg.head_shift and not (out / "last" / "state.pt").is_file():
         shift = 0.0
-        if _softmax_head(prune_cfg.checkpoint, prune_cfg):
+        if _softmax_head(prune_cfg):
             shift = calibrate_head_for_sigmoid(model, data, device, split="train")
 
     objective = build_objective(prune_cfg.loss, model.backbone.config.hidden_size).to(device)
@@ -199,10 +200,10 @@ def load_pruned(
     return model, load_tokenizer(prune_cfg.checkpoint), answers
 
 
-def _softmax_head(checkpoint: Path, cfg: PruneConfig) -> bool:
-    """Whether `cfg.loss` reads logits as sigmoids and the stage-1 run saved in `checkpoint`
+def _softmax_head(cfg: PruneConfig) -> bool:
+    """Whether `cfg.loss` reads logits as sigmoids and the stage-1 run saved in `cfg.checkpoint`
     (its `config.yaml`, which `tickets finetune` writes) trained them with a softmax loss."""
-    saved = checkpoint / "config.yaml"
+    saved = cfg.checkpoint / "config.yaml"
     if cfg.loss.name in SOFTMAX_LOSSES or not saved.is_file():
         return False
     stage1 = (yaml.safe_load(saved.read_text()) or {}).get("objective") or {}

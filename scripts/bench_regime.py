@@ -96,6 +96,10 @@ _DEEP = _merge(_PAPER, {
               "pretrain_fraction": 2.5},
     "pretrain": {"object_labels": {"weight": 1.0}, "epochs": 32,
                  "architecture": {"l_layers": 3, "r_layers": 2, "x_layers": 2}}})  # fmt: skip
+# the same twice as wide (hidden 128, feed-forward 512)
+_H128 = _merge(
+    _DEEP, {"pretrain": {"architecture": {"hidden_size": 128, "intermediate_size": 512}}}
+)
 
 REGIMES: dict[str, dict[str, dict[str, Any]]] = {
     "demo": {},
@@ -270,29 +274,22 @@ REGIMES: dict[str, dict[str, dict[str, Any]]] = {
     # function; a mask over a hidden-64 model has far fewer to choose from, and at s = 0.7 it
     # has no capacity to spare (P2). The same model twice as wide (hidden 128, feed-forward
     # 512; shares 0.32 / 0.21 / 0.47 as before), stage 2 at the score rate that worked, 3e-4
-    "deep-h128": _merge(_DEEP, {"pretrain": {"architecture": {"hidden_size": 128,
-                                                              "intermediate_size": 512}}}),
-    "deep-h128-m3e4": _merge(_DEEP, {"pretrain": {"architecture": {"hidden_size": 128,
-                                                                   "intermediate_size": 512}},
-                                     "pruning": {"score_lr": 3.0e-4}}),
+    "deep-h128": _H128,
+    "deep-h128-m3e4": _merge(_H128, {"pruning": {"score_lr": 3.0e-4}}),
     # measured on seed 0: the BCE model's stage 2 learns (mask 0.5 58.2, control 57.3), but the
     # LPF model's collapses at the same rate (7.9% of the bits flip in epoch 1, dev 11.2, kept
     # 36.1 against the full 57.5): Adam steps every score whose gradient keeps its sign by the
     # full rate from the first step, and LMH's gradients on an LPF model keep theirs for many.
     # A linear warm-up over the first 30% of stage 2 (both rates) lets the most consistent
     # scores cross first, so the flips spread out
-    "deep-h128-m3e4-w30": _merge(_DEEP, {"pretrain": {"architecture": {
-        "hidden_size": 128, "intermediate_size": 512}},
-        "pruning": {"score_lr": 3.0e-4, "warmup_ratio": 0.3}}),
+    "deep-h128-m3e4-w30": _merge(_H128, {"pruning": {"score_lr": 3.0e-4, "warmup_ratio": 0.3}}),
     # measured on seed 0: the warm-up only delays the collapse (11.6% of the bits flip in epoch 2,
     # dev 10.9; P1's +0.4 is epoch 1's magnitude mask, kept before any flip). LMH's first loss on
     # the LPF model is 9.3 against 2.1 on the BCE model: LPF's softmax loss leaves the logits'
     # level free, and read as sigmoids the head says "yes" to most answers, the problem `ce`
     # pre-training had (models.train.calibrate_head_for_sigmoid). `pruning.head_shift` applies
     # the same shift before stage 2; with it on, the same two regimes (h128 and hidden 64)
-    "deep-h128-m3e4-hs": _merge(_DEEP, {"pretrain": {"architecture": {
-        "hidden_size": 128, "intermediate_size": 512}},
-        "pruning": {"score_lr": 3.0e-4, "head_shift": True}}),
+    "deep-h128-m3e4-hs": _merge(_H128, {"pruning": {"score_lr": 3.0e-4, "head_shift": True}}),
     "deep-m3e4-hs": _merge(_DEEP, {"pruning": {"score_lr": 3.0e-4, "head_shift": True}}),
     # measured on seed 0: with the shift LMH's first loss on the LPF model falls from 9.3 to 5.9
     # (BCE model: 2.1), and stage 2 still collapses (6.6% of the bits flip in epoch 1; kept 45.5
@@ -300,12 +297,9 @@ REGIMES: dict[str, dict[str, dict[str, Any]]] = {
     # run's loss: 5.9, 3.3, 2.4 in epochs 1-3) while at 3e-4 the first scores cross in ~70
     # steps. Half the score rate puts the first crossing at ~130 steps, in epoch 3; and the same
     # over twice the epochs (12), so that the masks still move ~2x the gap in all
-    "deep-h128-m1.5e4-hs": _merge(_DEEP, {"pretrain": {"architecture": {
-        "hidden_size": 128, "intermediate_size": 512}},
-        "pruning": {"score_lr": 1.5e-4, "head_shift": True}}),
-    "deep-h128-m1.5e4-e12-hs": _merge(_DEEP, {"pretrain": {"architecture": {
-        "hidden_size": 128, "intermediate_size": 512}},
-        "pruning": {"score_lr": 1.5e-4, "head_shift": True, "epochs": 12}}),
+    "deep-h128-m1.5e4-hs": _merge(_H128, {"pruning": {"score_lr": 1.5e-4, "head_shift": True}}),
+    "deep-h128-m1.5e4-e12-hs": _merge(_H128, {"pruning": {"score_lr": 1.5e-4, "head_shift": True,
+                                                          "epochs": 12}}),
     # a smoke test of this script, not a regime: minutes, not hours
     "smoke": {"synth": {"questions": 600, "images": 300, "feature_dim": 16},
               "pretrain": {"epochs": 1}, "finetune": {"epochs": 1}, "pruning": {"epochs": 1}},
@@ -318,18 +312,10 @@ REGIMES: dict[str, dict[str, dict[str, Any]]] = {
 # Regimes that differ from another only in `pruning` and take its data, pre-training and stage-1
 # models (under WORK/<that regime>/seed<N>/) instead of training the same ones again.
 STAGE1_FROM = {
-    **{
-        n: "paper-prod96-ol-p32x25-deep"
-        for n in REGIMES
-        if n.startswith("deep-") and "h128" not in n
-    },
-    "deep-h128-m3e4": "deep-h128",
-    "deep-h128-m3e4-w30": "deep-h128",
-    "deep-h128-m3e4-hs": "deep-h128",
-    "deep-h128-m1.5e4-hs": "deep-h128",
-    "deep-h128-m1.5e4-e12-hs": "deep-h128",
+    **{n: "deep-h128" if n.startswith("deep-h128-") else "paper-prod96-ol-p32x25-deep"
+       for n in REGIMES if n.startswith("deep-") and n != "deep-h128"},
     "smoke-s2": "smoke",
-}
+}  # fmt: skip
 
 LATTICE = (0.3, 0.5, 0.7, 0.9)
 TARGETS = {"P0": ">= 10", "P1": ">= -2", "P2": ">= -2", "P3": ">= 8 each", "P4": ">= 3",
