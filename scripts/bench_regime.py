@@ -305,12 +305,12 @@ REGIMES: dict[str, dict[str, dict[str, Any]]] = {
     # stand-in lacks is steps: the paper's 5e-5 over ~34k steps needs >= 200 steps for the first
     # crossing of the gap (a kept score falling and a pruned one rising meet halfway), and each
     # flip is then one of thousands of small ones between which the head and the other scores
-    # follow; here a crossing comes within 35-70 of 282. A quarter of
-    # the batch (16) quadruples the steps (1128) over the same questions and epochs, at the
-    # paper's single rate 1e-4 (no score_lr): the first crossing needs >= 100 steps (written as
-    # 200 before the run, the gap closing from one side only), the head adapts in ~150 (the shift
-    # on), the scores move up to ~2.8x the gap in all, and each step's
-    # gradient is noisier, so fewer scores keep one sign for long
+    # follow; here a crossing comes within 35-70 of 282. A quarter of the batch (16) quadruples
+    # the steps (1128) over the same questions and epochs, at the paper's single rate 1e-4 (no
+    # score_lr): the first crossing needs >= 100 steps (written as 200 before the run, the gap
+    # closing from one side only), the head adapts in ~150 (the shift on), the scores move up to
+    # ~2.8x the gap in all, and each step's gradient is noisier, so fewer scores keep one sign
+    # for long
     "deep-h128-b16-hs": _merge(_H128, {"pruning": {"batch_size": 16, "head_shift": True}}),
     # measured on seed 0: no collapse (0.8% of the bits flip in epoch 1, dev 50.7, then 57.9 at
     # epoch 6 with the masks still moving): P1 -0.1 at the kept epoch 6; P4 +2.4 (mask 0.5
