@@ -337,7 +337,14 @@ REGIMES: dict[str, dict[str, dict[str, Any]]] = {
     # measured on seed 0: P0 +12.3 (pre-trained 45.4, LMH stage 1 57.7), P1 -2.3 (LPF mask 0.5
     # 62.9 against 65.2, its dev still rising at epoch 6), P4 +3.2 (63.1 against 59.9), P5
     # 55% / +17.2: the first regime with P0 and P4 both met; P3 +6.1 / +5.5 / +5.1, P6 +2.1
-    # (language 62.3, visual 60.2, cross 63.5), P8 2,091 / 0.53
+    # (language 62.3, visual 60.2, cross 63.5), P8 2,091 / 0.53. P1 misses by 0.3 with the mask
+    # run's dev still rising at its last epoch (6): the same stage 2 at half the batch (32) takes
+    # twice the steps (2,250) over the same questions and epochs, each noisier; the stage-1
+    # models are q12k's (STAGE1_FROM), the head-only control of P4 gets the same batch
+    "deep-h128-q12k-b32-hs": _merge(_H128, {
+        "synth": {"questions": 12000, "images": 5000, "test_fraction": 0.875,
+                  "pretrain_fraction": 0.625},
+        "pruning": {"batch_size": 32, "head_shift": True}}),
     # a smoke test of this script, not a regime: minutes, not hours
     "smoke": {"synth": {"questions": 600, "images": 300, "feature_dim": 16},
               "pretrain": {"epochs": 1}, "finetune": {"epochs": 1}, "pruning": {"epochs": 1}},
