@@ -346,7 +346,7 @@ REGIMES: dict[str, dict[str, dict[str, Any]]] = {
                   "pretrain_fraction": 0.625},
         "pruning": {"batch_size": 32, "head_shift": True}}),
     # measured on seed 0: P1 -0.7 (64.5 against 65.2: met), P3 +5.3 / +7.0 / +6.2, P4 +2.8
-    # (64.6 against 61.8: the control gains from the steps as much as the masks), P5 58% /
+    # (64.6 against 61.8: the control gains 1.9 from the steps, the masks 1.5), P5 58% /
     # +18.7, P6 +0.2 (language 63.4, visual 63.1, cross 63.9: more steps let every module alone
     # recover); P2 -0.1 (the lattice's best by dev, language 0.9 / visual 0.3 / cross 0.75, 65.1:
     # met), P7 +1.8 over uniform (63.4) with s_visual 0.3: the paper's direction, 1.2 short; every
