@@ -350,7 +350,7 @@ REGIMES: dict[str, dict[str, dict[str, Any]]] = {
     # +18.7, P6 +0.2 (language 63.4, visual 63.1, cross 63.9: more steps let every module alone
     # recover); P2 -0.1 (the lattice's best by dev, language 0.9 / visual 0.3 / cross 0.75, 65.1:
     # met), P7 +1.8 over uniform (63.4) with s_visual 0.3: the paper's direction, 1.2 short; every
-    # lattice point with the visual module at 0.9 scores 50-54, 9-13 under uniform
+    # lattice point with the visual module at 0.9 scores 50-54, 9-13 under uniform; P8 2,091 / 0.18
     # a smoke test of this script, not a regime: minutes, not hours
     "smoke": {"synth": {"questions": 600, "images": 300, "feature_dim": 16},
               "pretrain": {"epochs": 1}, "finetune": {"epochs": 1}, "pruning": {"epochs": 1}},
