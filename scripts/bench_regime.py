@@ -100,6 +100,9 @@ _DEEP = _merge(_PAPER, {
 _H128 = _merge(
     _DEEP, {"pretrain": {"architecture": {"hidden_size": 128, "intermediate_size": 512}}}
 )
+# the same with four times the training questions (`deep-h128-q12k-hs` below gives the reason)
+_Q12K = _merge(_H128, {"synth": {"questions": 12000, "images": 5000, "test_fraction": 0.875,
+                                 "pretrain_fraction": 0.625}})  # fmt: skip
 
 REGIMES: dict[str, dict[str, dict[str, Any]]] = {
     "demo": {},
@@ -330,10 +333,7 @@ REGIMES: dict[str, dict[str, dict[str, Any]]] = {
     # (7,500) and test questions (10,500, `dev` ~2,100), images grown with the questions (5,000:
     # 1,600 for training, the other splits' shares as before); stage 2 at batch 64 then has the
     # 1,128 steps `deep-h128-b16-hs` had, on four times the questions
-    "deep-h128-q12k-hs": _merge(_H128, {
-        "synth": {"questions": 12000, "images": 5000, "test_fraction": 0.875,
-                  "pretrain_fraction": 0.625},
-        "pruning": {"head_shift": True}}),
+    "deep-h128-q12k-hs": _merge(_Q12K, {"pruning": {"head_shift": True}}),
     # measured on seed 0: P0 +12.3 (pre-trained 45.4, LMH stage 1 57.7), P1 -2.3 (LPF mask 0.5
     # 62.9 against 65.2, its dev still rising at epoch 6), P4 +3.2 (63.1 against 59.9), P5
     # 55% / +17.2: the first regime with P0 and P4 both met; P3 +6.1 / +5.5 / +5.1, P6 +2.1
@@ -341,10 +341,7 @@ REGIMES: dict[str, dict[str, dict[str, Any]]] = {
     # run's dev still rising at its last epoch (6): the same stage 2 at half the batch (32) takes
     # twice the steps (2,250) over the same questions and epochs, each noisier; the stage-1
     # models are q12k's (STAGE1_FROM), the head-only control of P4 gets the same batch
-    "deep-h128-q12k-b32-hs": _merge(_H128, {
-        "synth": {"questions": 12000, "images": 5000, "test_fraction": 0.875,
-                  "pretrain_fraction": 0.625},
-        "pruning": {"batch_size": 32, "head_shift": True}}),
+    "deep-h128-q12k-b32-hs": _merge(_Q12K, {"pruning": {"batch_size": 32, "head_shift": True}}),
     # measured on seed 0: P1 -0.7 (64.5 against 65.2: met), P3 +5.3 / +7.0 / +6.2, P4 +2.8
     # (64.6 against 61.8: the control gains 1.9 from the steps, the masks 1.5), P5 58% /
     # +18.7, P6 +0.2 (language 63.4, visual 63.1, cross 63.9: more steps let every module alone
