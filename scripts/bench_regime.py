@@ -356,6 +356,12 @@ REGIMES: dict[str, dict[str, dict[str, Any]]] = {
     # data, pre-training and stage 1 are its own (the questions' answers change)
     "deep-h128-q12k-b90-b32-hs": _merge(_Q12K, {"synth": {"bias": 0.9},
                                                 "pruning": {"batch_size": 32, "head_shift": True}}),
+    # measured on seed 0: the BCE model is now the biased one (full BCE 51.6, LMH 56.7, LPF
+    # 63.5), P3 +6.9 / +9.3 / +9.5 (0.3 misses by 1.1), P4 +5.1 (60.9 against 55.8), P5 49% /
+    # +14.0, P0 +10.8 (pre-trained 45.9): met but for P3 at 0.3. P1 -4.9 (LPF mask 0.5 58.6:
+    # its first epoch flips 1.5% of the bits, dev 50.4, best 57.9) and P6 +1.4 (language 58.0,
+    # visual 56.6, cross 60.6) miss: half the counter-examples help the BCE side and cost the LPF
+    # side's mask training
     # a smoke test of this script, not a regime: minutes, not hours
     "smoke": {"synth": {"questions": 600, "images": 300, "feature_dim": 16},
               "pretrain": {"epochs": 1}, "finetune": {"epochs": 1}, "pruning": {"epochs": 1}},
