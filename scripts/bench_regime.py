@@ -360,9 +360,10 @@ REGIMES: dict[str, dict[str, dict[str, Any]]] = {
     # 63.5), P3 +6.9 / +9.3 / +9.5 (0.3 misses by 1.1), P4 +5.1 (60.9 against 55.8), P5 49% /
     # +14.0, P0 +10.8 (pre-trained 45.9): met but for P3 at 0.3. P1 -4.9 (LPF mask 0.5 58.6:
     # its first epoch flips 1.5% of the bits, dev 50.4, best 57.9) and P6 +1.4 (language 58.0,
-    # visual 56.6, cross 60.6) miss: half the counter-examples help the BCE side and cost the LPF
-    # side's mask training. Between the two, 0.85 on the dominant answer: does a bias exist
-    # that meets P1 (0.8 did, 0.9 did not) and P3 (0.9 did at 0.5 and 0.7, 0.8 did not) at once?
+    # visual 56.6, cross 60.6) miss: half the counter-examples help the BCE side and seem to cost
+    # the LPF side's mask training (0.85 below puts stage 1's own noise in doubt). Between the
+    # two, 0.85 on the dominant answer: does a bias exist that meets P1 (0.8 did, 0.9 did not)
+    # and P3 (0.9 did at 0.5 and 0.7, 0.8 did not) at once?
     "deep-h128-q12k-b85-b32-hs": _merge(_Q12K, {"synth": {"bias": 0.85},
                                                 "pruning": {"batch_size": 32, "head_shift": True}}),
     # measured on seed 0 (partial): P0 +12.1 (LMH 58.6), P1 +3.8 (LPF mask 0.5 63.1 against a
