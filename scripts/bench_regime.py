@@ -9,9 +9,11 @@ the overrides of `REGIMES` below. Every run is an ordinary `fit` / `prune` under
 WORK/<regime>/seed<N>/, so an interrupted measurement resumes where it stopped (a finished run is
 read back, not re-run), and each figure is written to the JSON (default WORK/regime.json) as
 soon as it is measured. A regime in `STAGE1_FROM` differs from another only in `pruning` and
-takes that one's data, pre-training and stage-1 models from WORK/<other>/seed<N>/. Several
-regimes may be measured at once into one JSON (each save replaces its own regime's record);
-one regime runs in one process at a time. The table printed at the end has the seed mean, then
+takes that one's data, pre-training and stage-1 models from WORK/<other>/seed<N>/; one in
+`PRETRAIN_FROM` differs only in `finetune` and `pruning` and takes that one's data and
+pre-training. Several regimes may be measured at once into one JSON (each save replaces its own
+regime's record); one regime runs in one process at a time, and not beside the one it takes
+models from. The table printed at the end has the seed mean, then
 each seed.
 
 Definitions, fixed on 2026-12-02 before any figure of a new regime was seen (OOD = overall
@@ -372,6 +374,9 @@ REGIMES: dict[str, dict[str, dict[str, Any]]] = {
     # a smoke test of this script, not a regime: minutes, not hours
     "smoke": {"synth": {"questions": 600, "images": 300, "feature_dim": 16},
               "pretrain": {"epochs": 1}, "finetune": {"epochs": 1}, "pruning": {"epochs": 1}},
+    # smoke's data and pre-training with a longer stage 1 (PRETRAIN_FROM): the test of that sharing
+    "smoke-f2": {"synth": {"questions": 600, "images": 300, "feature_dim": 16},
+                 "pretrain": {"epochs": 1}, "finetune": {"epochs": 2}, "pruning": {"epochs": 1}},
     # smoke's stage 1 with stage 2 at its own score rate (STAGE1_FROM): the test of that sharing
     "smoke-s2": {"synth": {"questions": 600, "images": 300, "feature_dim": 16},
                  "pretrain": {"epochs": 1}, "finetune": {"epochs": 1},
@@ -379,18 +384,30 @@ REGIMES: dict[str, dict[str, dict[str, Any]]] = {
 }  # fmt: skip
 
 
-def _outside_pruning(regime: str) -> dict:
-    return {k: v for k, v in REGIMES[regime].items() if k != "pruning"}
+def _outside(regime: str, blocks: tuple[str, ...]) -> dict:
+    return {k: v for k, v in REGIMES[regime].items() if k not in blocks}
+
+
+def _sharing(blocks: tuple[str, ...]) -> dict[str, str]:
+    """Each regime that differs from an earlier one only in `blocks` -> the first such one."""
+    origin_of: dict[str, str] = {}
+    for name in REGIMES:
+        origin = next((o for o in REGIMES if o not in origin_of
+                       and _outside(o, blocks) == _outside(name, blocks)), name)  # fmt: skip
+        if origin != name:
+            origin_of[name] = origin
+    return origin_of
 
 
 # Regimes that differ from an earlier one only in `pruning` take its data, pre-training and
-# stage-1 models (under WORK/<that regime>/seed<N>/) instead of training the same ones again.
-STAGE1_FROM: dict[str, str] = {}
-for _name in REGIMES:
-    _origin = next((o for o in REGIMES if o not in STAGE1_FROM
-                    and _outside_pruning(o) == _outside_pruning(_name)), _name)  # fmt: skip
-    if _origin != _name:
-        STAGE1_FROM[_name] = _origin
+# stage-1 models (under WORK/<that regime>/seed<N>/) instead of training the same ones again;
+# those that differ only in `finetune` and `pruning` take its data and pre-training.
+STAGE1_FROM: dict[str, str] = _sharing(("pruning",))
+PRETRAIN_FROM: dict[str, str] = {
+    name: origin
+    for name, origin in _sharing(("finetune", "pruning")).items()
+    if name not in STAGE1_FROM
+}
 
 LATTICE = (0.3, 0.5, 0.7, 0.9)
 TARGETS = {"P0": ">= 10", "P1": ">= -2", "P2": ">= -2", "P3": ">= 8 each", "P4": ">= 3",
@@ -404,10 +421,13 @@ class Seed:
     def __init__(self, regime: str, seed: int, root: Path, record: dict, save: Callable) -> None:
         self.regime, self.seed, self.root = regime, seed, root
         self.over = REGIMES[regime]
-        # data, pre-training and stage 1 live under `base`: the regime's own root, or that of the
-        # regime it takes them from (STAGE1_FROM), so stage-2 variants train no model twice
+        # stage 1 lives under `base`, data and pre-training under `pre_base`: the regime's own
+        # root, or that of the regime it takes them from (STAGE1_FROM, PRETRAIN_FROM), so
+        # variants of stage 1 or stage 2 train no model twice
         origin = STAGE1_FROM.get(regime)
         self.base = root if origin is None else root.parent.parent / origin / root.name
+        origin = STAGE1_FROM.get(regime, PRETRAIN_FROM.get(regime))
+        self.pre_base = root if origin is None else root.parent.parent / origin / root.name
         self.record, self.save = record, save
         self._data = None
         self._lattice: dict[str, dict] | None = None
@@ -425,7 +445,7 @@ class Seed:
     @property
     def data(self):
         if self._data is None:
-            root = self.base / "data"
+            root = self.pre_base / "data"
             spec = SynthSpec(seed=self.seed, **self.over.get("synth", {}))
             if not (root / "synth.json").is_file():
                 generate(spec, root)
@@ -441,9 +461,9 @@ class Seed:
     def raw(self) -> dict:
         self.data  # noqa: B018 - generates the benchmark on first use
         raw = copy.deepcopy(self._prepare_raw)
-        raw["pretrain"] = {**self.demo["pretrain"], "output_dir": str(self.base / "pre"),
+        raw["pretrain"] = {**self.demo["pretrain"], "output_dir": str(self.pre_base / "pre"),
                            "seed": self.seed}  # fmt: skip
-        raw["model"] = {"checkpoint": str(self.base / "pre" / "model")}
+        raw["model"] = {"checkpoint": str(self.pre_base / "pre" / "model")}
         return raw
 
     def pretrained(self) -> dict:
@@ -451,7 +471,7 @@ class Seed:
             cfg = validate_config(self.raw(), "regime")
             m = fit("pretrain", cfg.data, cfg.model, None, cfg.pretrain,
                     cfg.blocks_yaml("data", "pretrain"))  # fmt: skip
-            model, _ = load_checkpoint_model(self.base / "pre" / "model", self.data, "required")
+            model, _ = load_checkpoint_model(self.pre_base / "pre" / "model", self.data, "required")
             return {"ood": m["test"]["overall"], "sel": m["selection"]["overall"],
                     "image_dependent": image_dependence(model, self.data),
                     "test": m["test"]}  # fmt: skip

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_regime.py"
 
@@ -57,3 +58,18 @@ def test_smoke_regime_measures_then_resumes_without_rerunning(tmp_path: Path) ->
     assert s2["stage1_lmh"] == report["stage1_lmh"] and s2["pretrained"] == report["pretrained"]
     run = (tmp_path / "smoke-s2" / "seed0" / "prune_bce_u50" / "config.yaml").read_text()
     assert "score_lr: 0.01" in run and str(tmp_path / "smoke" / "seed0" / "bce") in run
+
+    # One that differs only in `finetune` (and `pruning`) takes smoke's data and pre-training
+    longer = _run(tmp_path, "smoke-f2")
+    assert longer.returncode == 0, longer.stderr[-3000:]
+    assert {p: p.stat().st_mtime_ns for p in metrics} == stamps  # nothing of smoke's re-run
+    assert sorted(p.name for p in (tmp_path / "smoke-f2" / "seed0").iterdir()) == [
+        "bce", "lmh", "prune_bce_head_only", "prune_bce_u50"]  # fmt: skip
+    f2 = json.loads((tmp_path / "regime.json").read_text())["smoke-f2"]["0"]
+    assert f2["pretrained"] == report["pretrained"]
+    stage1 = yaml.safe_load((tmp_path / "smoke-f2" / "seed0" / "bce" / "config.yaml").read_text())
+    assert stage1["finetune"]["epochs"] == 2
+    assert stage1["model"]["checkpoint"] == str(tmp_path / "smoke" / "seed0" / "pre" / "model")
+    assert (
+        len(json.loads((tmp_path / "smoke-f2/seed0/bce/metrics.json").read_text())["history"]) == 2
+    )
