@@ -371,6 +371,13 @@ REGIMES: dict[str, dict[str, dict[str, Any]]] = {
     # measured on seed 0 (partial): P0 +12.1 (LMH 58.6), P1 +3.8 (LPF mask 0.5 63.1 against a
     # full LPF of 59.3, still rising at stage 1's last epoch), P3 at 0.3 +5.4 (62.2 against full
     # BCE 56.8); P3 at 0.5 / 0.7 and P4-P7 not run
+    # bias 0.9 with twice stage 1's epochs (12; lr 5e-4 still decays linearly to 0 over them):
+    # every LPF and LMH stage-1 run above was still rising at its sixth and last epoch, so P1
+    # and P3 compared stage 2 against full models that had not converged. Does a converged
+    # stage 1 keep 0.9's P3 / P4 / P5 and move P1? Data and pre-training: 0.9's (PRETRAIN_FROM)
+    "deep-h128-q12k-b90-b32-hs-f12": _merge(_Q12K, {
+        "synth": {"bias": 0.9}, "finetune": {"epochs": 12},
+        "pruning": {"batch_size": 32, "head_shift": True}}),
     # a smoke test of this script, not a regime: minutes, not hours
     "smoke": {"synth": {"questions": 600, "images": 300, "feature_dim": 16},
               "pretrain": {"epochs": 1}, "finetune": {"epochs": 1}, "pruning": {"epochs": 1}},
