@@ -378,6 +378,10 @@ REGIMES: dict[str, dict[str, dict[str, Any]]] = {
     "deep-h128-q12k-b90-b32-hs-f12": _merge(_Q12K, {
         "synth": {"bias": 0.9}, "finetune": {"epochs": 12},
         "pruning": {"batch_size": 32, "head_shift": True}}),
+    # measured on seed 0: only LPF was short of convergence (LPF 63.5 -> 66.7, LMH 56.7 -> 56.1,
+    # BCE 51.6 -> 51.6); P1 -3.1 (LPF mask 0.5 63.6: misses by 1.1, 1.8 closer), P3 +4.9 / +7.6
+    # / +8.4 (masks 2.0 / 1.7 / 1.1 lower on the longer-fitted BCE model: met at 0.7 only), P4
+    # +5.4, P5 64% / +12.4, P0 +10.3 (met), P6 +0.1 (language 55.6, visual 55.5, cross 59.7)
     # a smoke test of this script, not a regime: minutes, not hours
     "smoke": {"synth": {"questions": 600, "images": 300, "feature_dim": 16},
               "pretrain": {"epochs": 1}, "finetune": {"epochs": 1}, "pruning": {"epochs": 1}},
