@@ -13,8 +13,7 @@ takes that one's data, pre-training and stage-1 models from WORK/<other>/seed<N>
 `PRETRAIN_FROM` differs only in `finetune` and `pruning` and takes that one's data and
 pre-training. Several regimes may be measured at once into one JSON (each save replaces its own
 regime's record); one regime runs in one process at a time, and not beside the one it takes
-models from. The table printed at the end has the seed mean, then
-each seed.
+models from. The table printed at the end has the seed mean, then each seed.
 
 Definitions, fixed on 2026-12-02 before any figure of a new regime was seen (OOD = overall
 accuracy on the VQA-CP style `test` split, the kept epoch chosen on `dev`; "mask s" = LMH mask
