@@ -368,8 +368,9 @@ REGIMES: dict[str, dict[str, dict[str, Any]]] = {
     "deep-h128-q12k-b85-b32-hs": _merge(_Q12K, {"synth": {"bias": 0.85},
                                                 "pruning": {"batch_size": 32, "head_shift": True}}),
     # measured on seed 0 (partial): P0 +12.1 (LMH 58.6), P1 +3.8 (LPF mask 0.5 63.1 against a
-    # full LPF of 59.3, still rising at stage 1's last epoch), P3 at 0.3 +5.4 (62.2 against full
-    # BCE 56.8); P3 at 0.5 / 0.7 and P4-P7 not run
+    # full LPF of 59.3, still rising at stage 1's last epoch), P3 +5.4 / +7.6 / +7.2 (masks
+    # 62.2 / 64.4 / 63.9 against full BCE 56.8: misses at every s), P4 +4.9 (64.4 against 59.5),
+    # P5 55% / +18.2; P6, P2 and P7 not run
     # bias 0.9 with twice stage 1's epochs (12; lr 5e-4 still decays linearly to 0 over them):
     # every LPF and LMH stage-1 run above was still rising at its sixth and last epoch, so P1
     # and P3 compared stage 2 against full models that had not converged. Does a converged
