@@ -9,11 +9,12 @@ the overrides of `REGIMES` below. Every run is an ordinary `fit` / `prune` under
 WORK/<regime>/seed<N>/, so an interrupted measurement resumes where it stopped (a finished run is
 read back, not re-run), and each figure is written to the JSON (default WORK/regime.json) as
 soon as it is measured. A regime in `STAGE1_FROM` differs from another only in `pruning` and
-takes that one's data, pre-training and stage-1 models from WORK/<other>/seed<N>/; one in
-`PRETRAIN_FROM` differs only in `finetune` and `pruning` and takes that one's data and
-pre-training. Several regimes may be measured at once into one JSON (each save replaces its own
-regime's record); one regime runs in one process at a time, and not beside the one it takes
-models from. The table printed at the end has the seed mean, then each seed.
+takes that one's stage-1 models from WORK/<other>/seed<N>/; one in `PRETRAIN_FROM` differs
+only in `finetune` and `pruning` and takes that one's data and pre-training (every regime in
+`STAGE1_FROM` is in `PRETRAIN_FROM` too). Several regimes may be measured at once into one
+JSON (each save replaces its own regime's record); one regime runs in one process at a time,
+and not beside the one it takes models from. The table printed at the end has the seed mean,
+then each seed.
 
 Definitions, fixed on 2026-12-02 before any figure of a new regime was seen (OOD = overall
 accuracy on the VQA-CP style `test` split, the kept epoch chosen on `dev`; "mask s" = LMH mask
@@ -388,6 +389,10 @@ REGIMES: dict[str, dict[str, dict[str, Any]]] = {
     # smoke's data and pre-training with a longer stage 1 (PRETRAIN_FROM): the test of that sharing
     "smoke-f2": {"synth": {"questions": 600, "images": 300, "feature_dim": 16},
                  "pretrain": {"epochs": 1}, "finetune": {"epochs": 2}, "pruning": {"epochs": 1}},
+    # smoke-f2's stage 1, smoke's data and pre-training (both maps at once): the test of that
+    "smoke-f2-s2": {"synth": {"questions": 600, "images": 300, "feature_dim": 16},
+                    "pretrain": {"epochs": 1}, "finetune": {"epochs": 2},
+                    "pruning": {"epochs": 1, "score_lr": 1.0e-2}},
     # smoke's stage 1 with stage 2 at its own score rate (STAGE1_FROM): the test of that sharing
     "smoke-s2": {"synth": {"questions": 600, "images": 300, "feature_dim": 16},
                  "pretrain": {"epochs": 1}, "finetune": {"epochs": 1},
@@ -410,15 +415,13 @@ def _sharing(blocks: tuple[str, ...]) -> dict[str, str]:
     return origin_of
 
 
-# Regimes that differ from an earlier one only in `pruning` take its data, pre-training and
-# stage-1 models (under WORK/<that regime>/seed<N>/) instead of training the same ones again;
-# those that differ only in `finetune` and `pruning` take its data and pre-training.
+# Regimes that differ from an earlier one only in `pruning` take its stage-1 models, and those
+# that differ only in `finetune` and `pruning` its data and pre-training (under
+# WORK/<that regime>/seed<N>/), instead of training the same ones again. Both maps point at
+# the first such regime, so a `pruning` variant of a `finetune` variant finds the data and
+# pre-training where its stage-1 origin found them.
 STAGE1_FROM: dict[str, str] = _sharing(("pruning",))
-PRETRAIN_FROM: dict[str, str] = {
-    name: origin
-    for name, origin in _sharing(("finetune", "pruning")).items()
-    if name not in STAGE1_FROM
-}
+PRETRAIN_FROM: dict[str, str] = _sharing(("finetune", "pruning"))
 
 LATTICE = (0.3, 0.5, 0.7, 0.9)
 TARGETS = {"P0": ">= 10", "P1": ">= -2", "P2": ">= -2", "P3": ">= 8 each", "P4": ">= 3",
@@ -432,13 +435,15 @@ class Seed:
     def __init__(self, regime: str, seed: int, root: Path, record: dict, save: Callable) -> None:
         self.regime, self.seed, self.root = regime, seed, root
         self.over = REGIMES[regime]
+
         # stage 1 lives under `base`, data and pre-training under `pre_base`: the regime's own
         # root, or that of the regime it takes them from (STAGE1_FROM, PRETRAIN_FROM), so
         # variants of stage 1 or stage 2 train no model twice
-        origin = STAGE1_FROM.get(regime)
-        self.base = root if origin is None else root.parent.parent / origin / root.name
-        origin = STAGE1_FROM.get(regime, PRETRAIN_FROM.get(regime))
-        self.pre_base = root if origin is None else root.parent.parent / origin / root.name
+        def home(origin: str | None) -> Path:
+            return root if origin is None else root.parent.parent / origin / root.name
+
+        self.base = home(STAGE1_FROM.get(regime))
+        self.pre_base = home(PRETRAIN_FROM.get(regime))
         self.record, self.save = record, save
         self._data = None
         self._lattice: dict[str, dict] | None = None

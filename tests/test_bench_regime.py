@@ -73,3 +73,17 @@ def test_smoke_regime_measures_then_resumes_without_rerunning(tmp_path: Path) ->
     assert (
         len(json.loads((tmp_path / "smoke-f2/seed0/bce/metrics.json").read_text())["history"]) == 2
     )
+
+    # A `pruning` variant of that one: smoke-f2's stage 1, smoke's data and pre-training
+    f2_metrics = sorted(tmp_path.glob("smoke-f2/seed0/*/metrics.json"))
+    f2_stamps = {p: p.stat().st_mtime_ns for p in f2_metrics}
+    both_maps = _run(tmp_path, "smoke-f2-s2")
+    assert both_maps.returncode == 0, both_maps.stderr[-3000:]
+    assert {p: p.stat().st_mtime_ns for p in metrics} == stamps
+    assert {p: p.stat().st_mtime_ns for p in f2_metrics} == f2_stamps
+    assert sorted(p.name for p in (tmp_path / "smoke-f2" / "seed0").iterdir()) == [
+        "bce", "lmh", "prune_bce_head_only", "prune_bce_u50"]  # fmt: skip
+    f2s2 = json.loads((tmp_path / "regime.json").read_text())["smoke-f2-s2"]["0"]
+    assert f2s2["stage1_lmh"] == f2["stage1_lmh"] and f2s2["pretrained"] == report["pretrained"]
+    run = (tmp_path / "smoke-f2-s2" / "seed0" / "prune_bce_u50" / "config.yaml").read_text()
+    assert str(tmp_path / "smoke-f2" / "seed0" / "bce") in run
