@@ -124,6 +124,14 @@ def synth(
             "readable without the product (0: none)."
         ),
     ] = 0.0,
+    answer_variants: Annotated[
+        int,
+        typer.Option(
+            help="With --answer-code product: sign codes per answer, one drawn per box (its "
+            "object class stays the answer's), so the visual encoder decodes many appearances "
+            "onto each answer."
+        ),
+    ] = 1,
     nuisance: Annotated[
         float,
         typer.Option(
@@ -168,6 +176,7 @@ def synth(
         link_codes=link_codes,
         answer_code=answer_code,
         answer_clue=answer_clue,
+        answer_variants=answer_variants,
         nuisance=nuisance,
         bias=bias,
         test_answers=test_answers,

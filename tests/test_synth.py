@@ -305,6 +305,46 @@ def test_answer_code_product_gives_the_answer_only_as_a_per_box_product(tmp_path
         SynthSpec(answer_code="xor").check()
 
 
+def test_answer_variants_draw_one_of_several_codes_per_box_with_the_answers_class(
+    tmp_path: Path,
+) -> None:
+    """With `answer_variants` v each answer box's product (middle third x last third) is one of
+    its (type, answer)'s v sign codes, drawn per box; its object class is the answer's
+    (1 + 6 t + a); questions and answers are those of one variant."""
+    import h5py
+
+    spec = SynthSpec(questions=400, images=200, feature_dim=96, noise=0.0, answer_code="product",
+                     answer_variants=4)  # fmt: skip
+    generate(spec, tmp_path / "v4")
+    generate(SynthSpec(questions=400, images=200, feature_dim=96, answer_code="product"),
+             tmp_path / "v1")  # fmt: skip
+    with h5py.File(tmp_path / "v4" / "features.h5") as f:
+        box = f["features"][:30].astype(np.float64)
+        classes = f["object_ids"][:30]
+    world = _World(spec, np.random.default_rng(spec.seed))
+    signs = np.random.default_rng([spec.seed, 3]).choice([-1.0, 1.0], size=(8, 6, 4, 32))
+    seen: set[int] = set()
+    for img in range(30):
+        for t in range(len(QUESTION_TYPES)):
+            typed = np.nonzero(np.abs(box[img, :, :32] - world.type_code[t, :32]).max(-1) < 1e-5)[0]
+            assert len(typed) == 3, (img, t)
+            product = box[img, typed, 32:64] * box[img, typed, 64:]
+            hit = (product[:, None, None, :] == signs[t][None]).all(-1)  # (boxes, answers, v)
+            assert (hit.sum((1, 2)) == 1).all(), (img, t)
+            answer = set(np.nonzero(hit.any(2))[1])
+            assert len(answer) == 1, (img, t)  # every box of a slot shows the slot's answer
+            (a,) = answer
+            assert set(classes[img, typed]) == {1 + 6 * t + a}
+            seen.update(np.nonzero(hit.any(1))[1])
+    assert seen == {0, 1, 2, 3}
+    for name in ("vqacp_v2_train_annotations.json", "vqacp_v2_test_questions.json"):
+        assert (tmp_path / "v1" / name).read_bytes() == (tmp_path / "v4" / name).read_bytes()
+    with pytest.raises(InputError, match="--answer-variants needs --answer-code product"):
+        SynthSpec(answer_variants=2).check()
+    with pytest.raises(InputError, match="--answer-variants must be at least 1, got 0"):
+        SynthSpec(answer_code="product", feature_dim=48, answer_variants=0).check()
+
+
 def test_nuisance_adds_one_shared_direction_with_a_gain_per_box(tmp_path: Path) -> None:
     """`nuisance` m adds m * g * o to every box: o one fixed direction, g drawn per box in
     [0, 2]; everything else (features, questions, answers) is the benchmark of nuisance 0."""

@@ -168,6 +168,12 @@ class SynthSpec:
     # readable without the product (0: none). The product alone is not learned by pre-training
     # (docs/CALIBRATION.md); the clue lets attention find the type's boxes first.
     answer_clue: float = 0.0
+    # With answer_code "product": appearances per answer. Each answer box shows one of
+    # `answer_variants` sign codes of its (type, answer), drawn per box, and its object class is
+    # still the answer's: the visual encoder must map 48 x variants appearances onto 48 answers,
+    # a many-to-one decoding whose size grows with the variants (region features of a red car,
+    # shirt or bus differ; lxmert's detector has 1,600 classes for far fewer answer concepts).
+    answer_variants: int = 1
     # Scale of a nuisance shared by every box: each box gets nuisance * g * o, where o is one
     # fixed direction (std 1 per dimension) and the gain g is drawn per box uniformly in [0, 2],
     # as region features share a large, varying activation energy that says nothing of the
@@ -232,6 +238,10 @@ class SynthSpec:
             raise InputError(f"--answer-clue must be >= 0, got {self.answer_clue}")
         if self.nuisance < 0:
             raise InputError(f"--nuisance must be >= 0, got {self.nuisance}")
+        if self.answer_variants < 1:
+            raise InputError(f"--answer-variants must be at least 1, got {self.answer_variants}")
+        if self.answer_variants > 1 and self.answer_code != "product":
+            raise InputError("--answer-variants needs --answer-code product")
         if self.answer_clue and self.answer_code != "product":
             raise InputError("--answer-clue needs --answer-code product")
         if self.link_codes != 0 and self.link_codes < len(QUESTION_TYPES):
@@ -484,7 +494,10 @@ def _render(
     # product codes, like links, come from a generator of their own
     sign_rng = np.random.default_rng([spec.seed, 3])
     third = d // 3
-    sign_code = sign_rng.choice([-1.0, 1.0], size=(n_types, 6, third))
+    n_var = spec.answer_variants
+    # variants 1 draws the codes of the knob's absence, so that benchmark stays byte for byte
+    code_shape = (n_types, 6, third) if n_var == 1 else (n_types, 6, n_var, third)
+    sign_code = sign_rng.choice([-1.0, 1.0], size=code_shape)
     for img in range(m):
         pos = rng.permutation(k)
         if spec.link_codes:
@@ -495,10 +508,16 @@ def _render(
             box_classes = [answer_class] * spec.answer_boxes
             if spec.answer_code == "product":
                 answer = spec.answer_strength * sign_code[t, slot_answer[img, t]]
+                if n_var > 1:
+                    answer = answer[sign_rng.integers(n_var, size=spec.answer_boxes)]
                 r = sign_rng.choice([-1.0, 1.0], size=(spec.answer_boxes, third))
                 type_third = world.type_code[t, :third]
                 clue = spec.answer_clue * world.answer_code[t, slot_answer[img, t]]
-                box_codes = [np.concatenate([type_third, answer * rb, rb]) + clue for rb in r]
+                answers = answer if n_var > 1 else [answer] * spec.answer_boxes
+                box_codes = [
+                    np.concatenate([type_third, a * rb, rb]) + clue
+                    for a, rb in zip(answers, r, strict=True)
+                ]
             elif spec.answer_hops == 1:
                 answer = spec.answer_strength * world.answer_code[t, slot_answer[img, t]]
                 box_codes = [(world.type_code[t] + answer) / np.sqrt(2)] * spec.answer_boxes
