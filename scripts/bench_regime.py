@@ -405,6 +405,15 @@ REGIMES: dict[str, dict[str, dict[str, Any]]] = {
     "deep-h128-q12k-b90-b32-hs-v4": _merge(_Q12K, {"synth": {"bias": 0.9, "answer_variants": 4},
                                                    "pruning": {"batch_size": 32,
                                                                "head_shift": True}}),
+    # measured on seed 0 (stopped after pre-training): not learned either. `dev` 13-20 through
+    # epoch 32 (loss 2.5 -> 1.3, not monotone); the object label read-out memorises the
+    # pre-training images (docs/calibration/2026-12-06-variants-labels.txt), as v8's did: at
+    # 1,875 pre-training images 192 codes have ~230 boxes each, where V=1's 48 had ~940. Two
+    # appearances per answer (96 codes, ~470 boxes each): is any many-to-one decoding learned
+    # at this pre-training size, and does it move P6 from V=1's +1.4?
+    "deep-h128-q12k-b90-b32-hs-v2": _merge(_Q12K, {"synth": {"bias": 0.9, "answer_variants": 2},
+                                                   "pruning": {"batch_size": 32,
+                                                               "head_shift": True}}),
     # a smoke test of this script, not a regime: minutes, not hours
     "smoke": {"synth": {"questions": 600, "images": 300, "feature_dim": 16},
               "pretrain": {"epochs": 1}, "finetune": {"epochs": 1}, "pruning": {"epochs": 1}},
