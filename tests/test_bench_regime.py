@@ -16,10 +16,12 @@ import yaml
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_regime.py"
 
 
-def _run(work: Path, regime: str = "smoke") -> subprocess.CompletedProcess:
+def _run(
+    work: Path, regime: str = "smoke", properties: tuple[str, ...] = ("P0", "P4")
+) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(SCRIPT.parents[1])}
     command = [sys.executable, str(SCRIPT), "--work", str(work), "--regime", regime,
-               "--seeds", "0", "--properties", "P0", "P4"]  # fmt: skip
+               "--seeds", "0", "--properties", *properties]  # fmt: skip
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
 
 
@@ -87,3 +89,19 @@ def test_smoke_regime_measures_then_resumes_without_rerunning(tmp_path: Path) ->
     assert f2s2["stage1_lmh"] == f2["stage1_lmh"] and f2s2["pretrained"] == report["pretrained"]
     run = (tmp_path / "smoke-f2-s2" / "seed0" / "prune_bce_u50" / "config.yaml").read_text()
     assert str(tmp_path / "smoke-f2" / "seed0" / "bce") in run
+
+    # Data made before a knob existed (its synth.json lacks the field, which reads as the
+    # default) is the same benchmark: P5 evaluates on it, nothing re-runs. A differing value
+    # is refused before P3's new runs (figures already measured are read back, data unread).
+    synth = tmp_path / "smoke" / "seed0" / "data" / "synth.json"
+    meta = json.loads(synth.read_text())
+    older = {k: v for k, v in meta["spec"].items() if k != "answer_variants"}
+    assert len(older) == len(meta["spec"]) - 1
+    synth.write_text(json.dumps({**meta, "spec": older}))
+    assert _run(tmp_path, properties=("P5",)).returncode == 0
+    assert {p: p.stat().st_mtime_ns for p in metrics} == stamps
+    synth.write_text(json.dumps({**meta, "spec": {**meta["spec"], "bias": 0.5}}))
+    refused = _run(tmp_path, properties=("P3",))
+    assert refused.returncode == 1
+    assert "made with another synth spec than regime smoke's" in refused.stderr
+    assert not list((tmp_path / "smoke" / "seed0").glob("prune_bce_u30"))
