@@ -415,7 +415,7 @@ REGIMES: dict[str, dict[str, dict[str, Any]]] = {
                                                    "pruning": {"batch_size": 32,
                                                                "head_shift": True}}),
     # measured on seed 0 (stopped after P6): learned in part. Pre-training breaks through at
-    # epoch 12-15 (V=1: 9) and ends at `dev` 34.6 (V=1: 44.7); the read-out of the answer boxes
+    # epoch 12-15 (V=1: 9) and ends at `dev` 35.1 (V=1: 44.7); the read-out of the answer boxes
     # of test images is 60.6% (V=1: 88.8%, V=4: 34.7%, V=8: 26.6%, chance ~25%). P0 +14.1
     # (pre-trained 34.2, LMH 48.4), full BCE 22.7 (its `dev` still rising), P6 +0.7 (language
     # alone 43.3, visual alone 42.6, cross alone 45.5): a visual task that pre-training cannot
