@@ -427,11 +427,13 @@ REGIMES: dict[str, dict[str, dict[str, Any]]] = {
     "deep-h128-q12k-b90-b16-hs-f12": _merge(_Q12K, {
         "synth": {"bias": 0.9}, "finetune": {"epochs": 12},
         "pruning": {"batch_size": 16, "head_shift": True}}),
-    # measured on seed 0 (stopped during P4 for the suite): P1 -2.8 (LPF mask 0.5 63.9, kept
-    # epoch 4, against 66.7; misses by 0.8, 0.3 closer than batch 32, within stage 2's noise).
+    # measured on seed 0 (P4's first run stopped for the suite, then resumed): P1 -2.8 (LPF
+    # mask 0.5 63.9, kept epoch 4, against 66.7; misses by 0.8, 0.3 closer than batch 32,
+    # within stage 2's noise).
     # Epoch 1 flips 1.8% of the bits (`dev` 54.8), epoch 2 1.4% (63.3), then 63.4-63.6: more
     # steps make the first epoch's drop smaller (12 points under the full model, not 14) but
-    # the masks settle 3 points under it all the same
+    # the masks settle 3 points under it all the same. P4 +7.0 (BCE mask 0.5 62.3 against the
+    # control's 55.3; batch 32: 59.2 against 53.8), so P3 at 0.5 would be +10.7 (full BCE 51.6)
     # a smoke test of this script, not a regime: minutes, not hours
     "smoke": {"synth": {"questions": 600, "images": 300, "feature_dim": 16},
               "pretrain": {"epochs": 1}, "finetune": {"epochs": 1}, "pruning": {"epochs": 1}},
