@@ -370,6 +370,11 @@ def test_synth_unknown_choice(tmp_path: Path, option: str, value: str) -> None:
             ["--answer-code", "product"],
             "--answer-code product needs --feature-dim divisible by 3, got 64",
         ),
+        (["--answer-variants", "2"], "--answer-variants needs --answer-code product"),
+        (
+            ["--answer-code", "product", "--feature-dim", "48", "--answer-variants", "0"],
+            "--answer-variants must be at least 1, got 0",
+        ),
     ],
 )
 def test_synth_impossible_settings(tmp_path: Path, args: list[str], needle: str) -> None:
