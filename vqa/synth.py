@@ -495,9 +495,9 @@ def _render(
     sign_rng = np.random.default_rng([spec.seed, 3])
     third = d // 3
     n_var = spec.answer_variants
-    # variants 1 draws the codes of the knob's absence, so that benchmark stays byte for byte
-    code_shape = (n_types, 6, third) if n_var == 1 else (n_types, 6, n_var, third)
-    sign_code = sign_rng.choice([-1.0, 1.0], size=code_shape)
+    # (types, 6, variants, third): with one variant the same draws as before the knob existed
+    sign_code = sign_rng.choice([-1.0, 1.0], size=(n_types, 6, n_var, third))
+    one_variant = np.zeros(spec.answer_boxes, dtype=np.int64)
     for img in range(m):
         pos = rng.permutation(k)
         if spec.link_codes:
@@ -507,13 +507,14 @@ def _render(
             answer_class = 1 + 6 * t + slot_answer[img, t]
             box_classes = [answer_class] * spec.answer_boxes
             if spec.answer_code == "product":
-                answer = spec.answer_strength * sign_code[t, slot_answer[img, t]]
-                if n_var > 1:
-                    answer = answer[sign_rng.integers(n_var, size=spec.answer_boxes)]
+                # no variant draw with one variant, so the sign stream stays that of no knob
+                variant = (
+                    sign_rng.integers(n_var, size=spec.answer_boxes) if n_var > 1 else one_variant
+                )
+                answers = spec.answer_strength * sign_code[t, slot_answer[img, t], variant]
                 r = sign_rng.choice([-1.0, 1.0], size=(spec.answer_boxes, third))
                 type_third = world.type_code[t, :third]
                 clue = spec.answer_clue * world.answer_code[t, slot_answer[img, t]]
-                answers = answer if n_var > 1 else [answer] * spec.answer_boxes
                 box_codes = [
                     np.concatenate([type_third, a * rb, rb]) + clue
                     for a, rb in zip(answers, r, strict=True)
