@@ -434,6 +434,15 @@ REGIMES: dict[str, dict[str, dict[str, Any]]] = {
     # steps make the first epoch's drop smaller (12 points under the full model, not 14) but
     # the masks settle 3 points under it all the same. P4 +7.0 (BCE mask 0.5 62.3 against the
     # control's 55.3; batch 32: 59.2 against 53.8), so P3 at 0.5 would be +10.7 (full BCE 51.6)
+    # V=4 with four times the pre-training questions on 3.8 times the pre-training images (7,635
+    # images, ~900 answer boxes per code, V=1's count at 2,000 images) and 20 epochs (2.5 times
+    # V=4's pre-training steps): V=4's object label read-out memorised its 2,000 pre-training
+    # images (99% there, 34.7% on test images), so is the 192-code decoding learned from enough
+    # images, and does a visual encoder that carries it make the visual module the costly one to
+    # prune (P6)? Checked first: the read-out on test images (>= 80%, V=1: 88.8%); then P0, P6
+    "deep-h128-q12k-b90-b32-hs-v4-p4x": _merge(_Q12K, {
+        "synth": {"bias": 0.9, "answer_variants": 4, "images": 10500, "pretrain_fraction": 2.5},
+        "pretrain": {"epochs": 20}, "pruning": {"batch_size": 32, "head_shift": True}}),
     # a smoke test of this script, not a regime: minutes, not hours
     "smoke": {"synth": {"questions": 600, "images": 300, "feature_dim": 16},
               "pretrain": {"epochs": 1}, "finetune": {"epochs": 1}, "pruning": {"epochs": 1}},
