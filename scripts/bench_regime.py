@@ -434,6 +434,8 @@ REGIMES: dict[str, dict[str, dict[str, Any]]] = {
     # steps make the first epoch's drop smaller (12 points under the full model, not 14) but
     # the masks settle 3 points under it all the same. P4 +7.0 (BCE mask 0.5 62.3 against the
     # control's 55.3; batch 32: 59.2 against 53.8), so P3 at 0.5 would be +10.7 (full BCE 51.6)
+    # P3 +7.8 / +10.7 / +10.7 (BCE mask 0.3 59.4, its `dev` still rising at epoch 6: misses
+    # by 0.2), P5 62.9% / +15.5 (met); P6 not run
     # V=4 with four times the pre-training questions on 3.8 times the pre-training images (7,635
     # images, ~900 answer boxes per code, V=1's count at 2,000 images) and 20 epochs (2.5 times
     # V=4's pre-training steps): V=4's object label read-out memorised its 2,000 pre-training
