@@ -447,8 +447,8 @@ REGIMES: dict[str, dict[str, dict[str, Any]]] = {
         "pretrain": {"epochs": 20}, "pruning": {"batch_size": 32, "head_shift": True}}),
     # measured on seed 0 (stopped at pre-training's epoch 14 of 20): the decoding is learned,
     # the QA collapses. After epoch 8 the read-out of test images' answer boxes is 74.1% (V=4 at
-    # 2,000 images: 34.7% after 32 epochs), but at epoch 4-5, ~2,000 steps near the peak lr of
-    # 1e-3 (four times V=1's pre-training steps at that rate), the loss jumped from 2.56 to 3.41
+    # 2,000 images: 34.7% after 32 epochs), but at epoch 4-5, after ~1,200 steps at an lr above
+    # 8.7e-4 (V=1's whole pre-training had ~490 there), the loss jumped from 2.56 to 3.41
     # and `dev` has since alternated between 24.2 and 8.1 (one answer for every question).
     # The same at half the peak lr (5e-4), nothing else changed: does QA break through once the
     # longer pre-training is stable?
