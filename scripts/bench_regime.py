@@ -105,6 +105,11 @@ _H128 = _merge(
 # the same with four times the training questions (`deep-h128-q12k-hs` below gives the reason)
 _Q12K = _merge(_H128, {"synth": {"questions": 12000, "images": 5000, "test_fraction": 0.875,
                                  "pretrain_fraction": 0.625}})  # fmt: skip
+# V=4 at bias 0.9 with four times the pre-training questions on 3.8 times the images
+# (`deep-h128-q12k-b90-b32-hs-v4-p4x` below gives the reason); its variants change one thing
+_V4_P4X = _merge(_Q12K, {
+    "synth": {"bias": 0.9, "answer_variants": 4, "images": 10500, "pretrain_fraction": 2.5},
+    "pretrain": {"epochs": 20}, "pruning": {"batch_size": 32, "head_shift": True}})  # fmt: skip
 
 REGIMES: dict[str, dict[str, dict[str, Any]]] = {
     "demo": {},
@@ -433,7 +438,7 @@ REGIMES: dict[str, dict[str, dict[str, Any]]] = {
     # Epoch 1 flips 1.8% of the bits (`dev` 54.8), epoch 2 1.4% (63.3), then 63.4-63.6: more
     # steps make the first epoch's drop smaller (12 points under the full model, not 14) but
     # the masks settle 3 points under it all the same. P4 +7.0 (BCE mask 0.5 62.3 against the
-    # control's 55.3; batch 32: 59.2 against 53.8), so P3 at 0.5 would be +10.7 (full BCE 51.6)
+    # control's 55.3; batch 32: 59.2 against 53.8), so P3 at 0.5 would be +10.7 (full BCE 51.6).
     # P3 +7.8 / +10.7 / +10.7 (BCE mask 0.3 59.4, its `dev` still rising at epoch 6: misses
     # by 0.2), P5 62.9% / +15.5 (met); P6 not run
     # V=4 with four times the pre-training questions on 3.8 times the pre-training images (7,635
@@ -442,9 +447,7 @@ REGIMES: dict[str, dict[str, dict[str, Any]]] = {
     # images (99% there, 34.7% on test images), so is the 192-code decoding learned from enough
     # images, and does a visual encoder that carries it make the visual module the costly one to
     # prune (P6)? Checked first: the read-out on test images (>= 80%, V=1: 88.8%); then P0, P6
-    "deep-h128-q12k-b90-b32-hs-v4-p4x": _merge(_Q12K, {
-        "synth": {"bias": 0.9, "answer_variants": 4, "images": 10500, "pretrain_fraction": 2.5},
-        "pretrain": {"epochs": 20}, "pruning": {"batch_size": 32, "head_shift": True}}),
+    "deep-h128-q12k-b90-b32-hs-v4-p4x": _V4_P4X,
     # measured on seed 0 (stopped at pre-training's epoch 14 of 20): the decoding is learned,
     # the QA collapses. After epoch 8 the read-out of test images' answer boxes is 74.1% (V=4 at
     # 2,000 images: 34.7% after 32 epochs), but at epoch 4-5, after ~1,200 steps at an lr above
@@ -452,10 +455,7 @@ REGIMES: dict[str, dict[str, dict[str, Any]]] = {
     # and `dev` has since alternated between 24.2 and 8.1 (one answer for every question).
     # The same at half the peak lr (5e-4), nothing else changed: does QA break through once the
     # longer pre-training is stable?
-    "deep-h128-q12k-b90-b32-hs-v4-p4x-lr5": _merge(_Q12K, {
-        "synth": {"bias": 0.9, "answer_variants": 4, "images": 10500, "pretrain_fraction": 2.5},
-        "pretrain": {"epochs": 20, "lr": 5.0e-4},
-        "pruning": {"batch_size": 32, "head_shift": True}}),
+    "deep-h128-q12k-b90-b32-hs-v4-p4x-lr5": _merge(_V4_P4X, {"pretrain": {"lr": 5.0e-4}}),
     # measured on seed 0 (P0, P6): QA breaks through at epoch 7 (`dev` peak 44.9, pre-trained
     # OOD 39.7), read-out of test images' answer boxes 64.3% (the 80% check missed), P0 +15.4
     # (LMH 55.1), BCE at the prior (22.4), P6 +2.1 (language 41.6, visual 39.6, cross 47.4)
