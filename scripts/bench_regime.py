@@ -441,6 +441,17 @@ REGIMES: dict[str, dict[str, dict[str, Any]]] = {
     # control's 55.3; batch 32: 59.2 against 53.8), so P3 at 0.5 would be +10.7 (full BCE 51.6).
     # P3 +7.8 / +10.7 / +10.7 (BCE mask 0.3 59.4, its `dev` still rising at epoch 6: misses
     # by 0.2), P5 62.9% / +15.5 (met); P6 not run
+    # f12's stage 2 at batch 16 with the answer head and LMH's parameters nearly still (`lr`
+    # 1e-5, a tenth of before) while the scores keep their rate (`score_lr` 1e-4, as before):
+    # retraining only the LPF model's head with LMH (every weight kept) costs 18.8 points
+    # (66.7 -> 47.9, docs/calibration/2026-12-06-f12-lpf-head-only.yaml) and the masks win back
+    # 15.7 of them, so P1's miss may be the head's loss, not the masks'. Does keeping the LPF
+    # head keep the mask run at the full model (P1)? Then P4 (its control's head at 1e-5 too)
+    # and P3. Stage-1 models are f12's (STAGE1_FROM); this session's machine is new, so they
+    # are trained again from the same seeds
+    "deep-h128-q12k-b90-b16-hs-f12-h1e5": _merge(_Q12K, {
+        "synth": {"bias": 0.9}, "finetune": {"epochs": 12},
+        "pruning": {"batch_size": 16, "head_shift": True, "lr": 1.0e-5, "score_lr": 1.0e-4}}),
     # V=4 with four times the pre-training questions on 3.8 times the pre-training images (7,635
     # images, ~900 answer boxes per code, V=1's count at 2,000 images) and 20 epochs (2.5 times
     # V=4's pre-training steps): V=4's object label read-out memorised its 2,000 pre-training
