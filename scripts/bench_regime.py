@@ -452,6 +452,11 @@ REGIMES: dict[str, dict[str, dict[str, Any]]] = {
     "deep-h128-q12k-b90-b16-hs-f12-h1e5": _merge(_Q12K, {
         "synth": {"bias": 0.9}, "finetune": {"epochs": 12},
         "pruning": {"batch_size": 16, "head_shift": True, "lr": 1.0e-5, "score_lr": 1.0e-4}}),
+    # measured on seed 0 (2026-12-07): P1 -2.9 (LPF mask 0.5 63.8, kept epoch 5, against 66.7,
+    # which the new machine reproduced): the head's rate does not move P1 (at 1e-4: -2.8). With
+    # the head still the masks move more (epoch 1 flips 3.8% of the bits, at 1e-4 1.8%; `dev`
+    # 56.9, 61.3, 62.5, 63.2, 63.6, 63.3) and settle where they did, so the 18.8 points the
+    # head-only probe lost are not what P1 misses.
     # V=4 with four times the pre-training questions on 3.8 times the pre-training images (7,635
     # images, ~900 answer boxes per code, V=1's count at 2,000 images) and 20 epochs (2.5 times
     # V=4's pre-training steps): V=4's object label read-out memorised its 2,000 pre-training
