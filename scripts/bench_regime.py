@@ -440,7 +440,8 @@ REGIMES: dict[str, dict[str, dict[str, Any]]] = {
     # the masks settle 3 points under it all the same. P4 +7.0 (BCE mask 0.5 62.3 against the
     # control's 55.3; batch 32: 59.2 against 53.8), so P3 at 0.5 would be +10.7 (full BCE 51.6).
     # P3 +7.8 / +10.7 / +10.7 (BCE mask 0.3 59.4, its `dev` still rising at epoch 6: misses
-    # by 0.2), P5 62.9% / +15.5 (met); P6 not run
+    # by 0.2), P5 62.9% / +15.5 (met). P6 +0.8 (2026-12-07: language alone 57.7, visual alone
+    # 56.9, cross alone 61.8; batch 32: +0.1): missed by 4.2
     # f12's stage 2 at batch 16 with the answer head and LMH's parameters nearly still (`lr`
     # 1e-5, a tenth of before) while the scores keep their rate (`score_lr` 1e-4, as before):
     # retraining only the LPF model's head with LMH (every weight kept) costs 18.8 points
