@@ -442,6 +442,12 @@ REGIMES: dict[str, dict[str, dict[str, Any]]] = {
     # P3 +7.8 / +10.7 / +10.7 (BCE mask 0.3 59.4, its `dev` still rising at epoch 6: misses
     # by 0.2), P5 62.9% / +15.5 (met). P6 +0.8 (2026-12-07: language alone 57.7, visual alone
     # 56.9, cross alone 61.8; batch 32: +0.1): missed by 4.2
+    # The same with 8 stage-2 epochs (6,000 steps at batch 16): BCE mask 0.3 missed P3 by 0.2
+    # with its `dev` still rising at the 6th and last epoch (and the 0.5 run's too). Do two
+    # more epochs carry P3 at 0.3 over +8, and keep 0.5 / 0.7? P3 first (0.3 first), then P1
+    "deep-h128-q12k-b90-b16-hs-f12-e8": _merge(_Q12K, {
+        "synth": {"bias": 0.9}, "finetune": {"epochs": 12},
+        "pruning": {"batch_size": 16, "head_shift": True, "epochs": 8}}),
     # f12's stage 2 at batch 16 with the answer head and LMH's parameters nearly still (`lr`
     # 1e-5, a tenth of before) while the scores keep their rate (`score_lr` 1e-4, as before):
     # retraining only the LPF model's head with LMH (every weight kept) costs 18.8 points
