@@ -448,6 +448,9 @@ REGIMES: dict[str, dict[str, dict[str, Any]]] = {
     "deep-h128-q12k-b90-b16-hs-f12-e8": _merge(_Q12K, {
         "synth": {"bias": 0.9}, "finetune": {"epochs": 12},
         "pruning": {"batch_size": 16, "head_shift": True, "epochs": 8}}),
+    # measured on seed 0 (2026-12-07, partial: stopped after 0.3 for the session's end): BCE
+    # mask 0.3 61.9, kept epoch 8 (`dev` 53.4, 55.3, 58.3, 59.8, 61.9, 62.2, 62.8, 62.8), so
+    # P3 at 0.3 is +10.4 (6 epochs: +7.8). 0.5, 0.7 and P1 not run yet
     # f12's stage 2 at batch 16 with the answer head and LMH's parameters nearly still (`lr`
     # 1e-5, a tenth of before) while the scores keep their rate (`score_lr` 1e-4, as before):
     # retraining only the LPF model's head with LMH (every weight kept) costs 18.8 points
