@@ -470,8 +470,8 @@ REGIMES: dict[str, dict[str, dict[str, Any]]] = {
     # P4 +2.5 (BCE mask 0.5 55.2 against the control's 52.7; full BCE 51.6): missed by 0.5, and
     # P3 at 0.5 would be +3.6 (at 1e-4: +10.7). Most of the BCE model's gain needs the head
     # (and LMH's gate g(h), which trains at `lr` too and so stays near its start) to learn with
-    # LMH; the masks alone win 3.6. Stopped there (P3 at 0.3 / 0.7, P5, P6 not run): the head
-    # at 1e-5 leaves P1 where it was and costs P3 and P4.
+    # LMH; with the head nearly still the mask run wins 3.6. Stopped there (P3 at 0.3 / 0.7,
+    # P5, P6 not run): the head at 1e-5 leaves P1 where it was and costs P3 and P4.
     # V=4 with four times the pre-training questions on 3.8 times the pre-training images (7,635
     # images, ~900 answer boxes per code, V=1's count at 2,000 images) and 20 epochs (2.5 times
     # V=4's pre-training steps): V=4's object label read-out memorised its 2,000 pre-training
