@@ -111,6 +111,12 @@ _V4_P4X = _merge(_Q12K, {
     "synth": {"bias": 0.9, "answer_variants": 4, "images": 10500, "pretrain_fraction": 2.5},
     "pretrain": {"epochs": 20}, "pruning": {"batch_size": 32, "head_shift": True}})  # fmt: skip
 
+# bias 0.9, a 12-epoch stage 1 and stage 2 at batch 16 (`deep-h128-q12k-b90-b16-hs-f12` below
+# gives the reason); its variants change stage 2 only
+_F12_B16 = _merge(_Q12K, {
+    "synth": {"bias": 0.9}, "finetune": {"epochs": 12},
+    "pruning": {"batch_size": 16, "head_shift": True}})  # fmt: skip
+
 REGIMES: dict[str, dict[str, dict[str, Any]]] = {
     "demo": {},
     "paper-n3": _merge(_PAPER, {"synth": {"noise": 3.0}}),
@@ -429,9 +435,7 @@ REGIMES: dict[str, dict[str, dict[str, Any]]] = {
     # run at batch 32 flips 1.6% of the bits in its first epoch and drops `dev` 14 points under
     # the full model, then wins back 10.8 (P1 -3.1); halving the batch took q12k's P1 from -2.3
     # to -0.7 before. Stage-1 models are f12's (STAGE1_FROM); P1 first, then P4
-    "deep-h128-q12k-b90-b16-hs-f12": _merge(_Q12K, {
-        "synth": {"bias": 0.9}, "finetune": {"epochs": 12},
-        "pruning": {"batch_size": 16, "head_shift": True}}),
+    "deep-h128-q12k-b90-b16-hs-f12": _F12_B16,
     # measured on seed 0 (P4's first run stopped for the suite, then resumed): P1 -2.8 (LPF
     # mask 0.5 63.9, kept epoch 4, against 66.7; misses by 0.8, 0.3 closer than batch 32,
     # within stage 2's noise).
@@ -445,9 +449,7 @@ REGIMES: dict[str, dict[str, dict[str, Any]]] = {
     # The same with 8 stage-2 epochs (6,000 steps at batch 16): BCE mask 0.3 missed P3 by 0.2
     # with its `dev` still rising at the 6th and last epoch (and the 0.5 run's too). Do two
     # more epochs carry P3 at 0.3 over +8, and keep 0.5 / 0.7? P3 first (0.3 first), then P1
-    "deep-h128-q12k-b90-b16-hs-f12-e8": _merge(_Q12K, {
-        "synth": {"bias": 0.9}, "finetune": {"epochs": 12},
-        "pruning": {"batch_size": 16, "head_shift": True, "epochs": 8}}),
+    "deep-h128-q12k-b90-b16-hs-f12-e8": _merge(_F12_B16, {"pruning": {"epochs": 8}}),
     # measured on seed 0 (2026-12-07, partial: stopped after 0.3 for the session's end): BCE
     # mask 0.3 61.9, kept epoch 8 (`dev` 53.4, 55.3, 58.3, 59.8, 61.9, 62.2, 62.8, 62.8), so
     # P3 at 0.3 is +10.4 (6 epochs: +7.8). 0.5, 0.7 and P1 not run yet
@@ -459,9 +461,9 @@ REGIMES: dict[str, dict[str, dict[str, Any]]] = {
     # head keep the mask run at the full model (P1)? Then P4 (its control's head at 1e-5 too)
     # and P3. Stage-1 models are f12's (STAGE1_FROM); this session's machine is new, so they
     # are trained again from the same seeds
-    "deep-h128-q12k-b90-b16-hs-f12-h1e5": _merge(_Q12K, {
-        "synth": {"bias": 0.9}, "finetune": {"epochs": 12},
-        "pruning": {"batch_size": 16, "head_shift": True, "lr": 1.0e-5, "score_lr": 1.0e-4}}),
+    "deep-h128-q12k-b90-b16-hs-f12-h1e5": _merge(
+        _F12_B16, {"pruning": {"lr": 1.0e-5, "score_lr": 1.0e-4}}
+    ),
     # measured on seed 0 (2026-12-07): P1 -2.9 (LPF mask 0.5 63.8, kept epoch 5, against 66.7,
     # which the new machine reproduced): the head's rate does not move P1 (at 1e-4: -2.8). With
     # the head still the masks move more (epoch 1 flips 3.8% of the bits, at 1e-4 1.8%; `dev`
