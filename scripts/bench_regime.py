@@ -474,6 +474,17 @@ REGIMES: dict[str, dict[str, dict[str, Any]]] = {
     # (and LMH's gate g(h), which trains at `lr` too and so stays near its start) to learn with
     # LMH; with the head nearly still the mask run wins 3.6. Stopped there (P3 at 0.3 / 0.7,
     # P5, P6 not run): the head at 1e-5 leaves P1 where it was and costs P3 and P4.
+    # f12 at batch 16 on VQA-CP-like long-tailed priors (`synth.train_prior` longtail): per
+    # type, training puts the bias share on the answers in a random order with shares halving
+    # down it (47, 24, 13, 7, 5, 3% at bias 0.9; yes/no 65 / 35) and test puts it down the
+    # reverse order. P1's miss points at LMH: its full stage-1 model is 10.6 below LPF's here
+    # (lxmert-base on VQA-CP: 0.9 above), and LPF's prior-as-loss-stage-2 run keeps the full
+    # model (docs/calibration/2026-12-07-f12-lpf-mask-lpf.yaml). With the "dominant" prior the
+    # log-prior LMH adds says only "dominant or not"; on VQA-CP it ranks every answer of a type.
+    # Does the graded prior lift full LMH to full LPF (checked first, at stage 1: LMH >= LPF - 1)
+    # and with it P1, while the BCE model stays biased (P3)? Own data, pre-training and stage
+    # 1; P0, P1, then P3, P4, P5
+    "deep-h128-q12k-b90-b16-hs-f12-lt": _merge(_F12_B16, {"synth": {"train_prior": "longtail"}}),
     # V=4 with four times the pre-training questions on 3.8 times the pre-training images (7,635
     # images, ~900 answer boxes per code, V=1's count at 2,000 images) and 20 epochs (2.5 times
     # V=4's pre-training steps): V=4's object label read-out memorised its 2,000 pre-training

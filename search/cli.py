@@ -149,6 +149,13 @@ def synth(
             "or one (a single other answer, which rewards guessing against the prior)."
         ),
     ] = "spread",
+    train_prior: Annotated[
+        Literal["dominant", "longtail"],
+        typer.Option(
+            help="VQA-CP training prior per question type: dominant (the bias share on one "
+            "answer) or longtail (shares halving down a random order; test reverses it)."
+        ),
+    ] = "dominant",
     test_fraction: Annotated[
         float, typer.Option(help="Test questions per training question (VQA-CP dev: 20% of them).")
     ] = 0.5,
@@ -180,6 +187,7 @@ def synth(
         nuisance=nuisance,
         bias=bias,
         test_answers=test_answers,
+        train_prior=train_prior,
         test_fraction=test_fraction,
         pretrain_types=pretrain_types,
     )

@@ -336,7 +336,12 @@ def test_failed_prepare_leaves_the_previous_cache_alone(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("option", "value"),
-    [("--dataset", "nope"), ("--test-answers", "both"), ("--answer-code", "xor")],
+    [
+        ("--dataset", "nope"),
+        ("--test-answers", "both"),
+        ("--answer-code", "xor"),
+        ("--train-prior", "zipf"),
+    ],
 )
 def test_synth_unknown_choice(tmp_path: Path, option: str, value: str) -> None:
     out = tmp_path / "bench"
@@ -357,6 +362,14 @@ def test_synth_unknown_choice(tmp_path: Path, option: str, value: str) -> None:
         (["--test-fraction", "0"], "--test-fraction must be > 0, got 0.0"),
         (["--answer-strength", "-1"], "--answer-strength must be > 0, got -1.0"),
         (["--nuisance", "-0.5"], "--nuisance must be >= 0, got -0.5"),
+        (
+            ["--train-prior", "longtail", "--test-answers", "one"],
+            "--train-prior longtail needs --test-answers spread",
+        ),
+        (
+            ["--train-prior", "longtail", "--dataset", "vqavs"],
+            "--train-prior longtail is for --dataset vqacp_v2 only",
+        ),
         (
             ["--answer-hops", "2"],
             "--answer-boxes 3 needs 50 boxes per image (8 question types x "

@@ -98,6 +98,28 @@ def test_test_answers_one_puts_the_test_bias_on_a_single_other_answer(tmp_path: 
         assert count >= 0.6 * len(group)  # bias 0.8 plus its uniform share, less small-n noise
 
 
+def test_train_prior_longtail_halves_down_an_order_that_test_reverses(tmp_path: Path) -> None:
+    """`train_prior="longtail"`: per type, training answers follow the order in the metadata
+    (the dominant first) with shares near bias * 2^-rank (normalised) + (1 - bias) / n, and test
+    answers follow the same shares down the reversed order."""
+    bias = 0.9
+    spec = SynthSpec(questions=3000, images=1200, feature_dim=16, bias=bias, train_prior="longtail")
+    meta = generate(spec, tmp_path / "lt")
+    splits = read_vqacp_v2(tmp_path / "lt")
+    for qtype, order in meta["train_order"].items():
+        assert order[0] == meta["dominant_train"][qtype]
+        halving = 0.5 ** np.arange(len(order))
+        expected = bias * halving / halving.sum() + (1 - bias) / len(order)
+        for name, ranked in (("train", order), ("test", order[::-1])):
+            frame = splits[name]
+            group = frame[frame["question_type"] == qtype]
+            share = Counter(group["multiple_choice_answer"].map(normalize_answer))
+            got = np.array([share[a] for a in ranked]) / len(group)
+            # stratified counts, less the annotators' majority flips (a few %)
+            np.testing.assert_allclose(got, expected, atol=0.05, err_msg=f"{name} {qtype}")
+            assert got[0] > got[-1] + 0.25, (name, qtype, got)
+
+
 def test_answers_are_recoverable_from_image_features_vqavs(vqavs_bench: Bench) -> None:
     metrics = _fit_and_score(vqavs_bench.data, "test")
     assert metrics["ood_mean"] >= 80, metrics

@@ -11,8 +11,10 @@ answer can be drawn from whatever distribution the split needs:
 * VQA-CP v2: train puts `bias` of each type's answers on one dominant answer; test spreads that
   share evenly over the type's other answers (`test_answers="spread"`, the default: a model that
   merely avoids the training prior is at chance there) or puts it on one other answer ("one",
-  VQA-CP's inverted prior in its plainest form, which rewards guessing against the prior); the
-  balanced `pretrain` split draws answers uniformly.
+  VQA-CP's inverted prior in its plainest form, which rewards guessing against the prior). With
+  `train_prior="longtail"` train splits `bias` over every answer of the type with shares halving
+  down a random order and test splits it down the reverse order (long-tailed priors that change
+  between the splits, as VQA-CP's do). The balanced `pretrain` split draws answers uniformly.
 * VQA-VS: five shortcut families (question type QT, keyword KW, keyword pair KWP = keyword +
   location, key object KO, key-object pair KOP) each map their value to a dominant answer. With
   probability `bias` an answer follows one family's dominant answer (QT chosen with weight
@@ -139,6 +141,12 @@ class SynthSpec:
     # one (a question-only model that avoids the training prior is at chance there); "one" puts
     # it on a single other answer, which rewards guessing against the prior.
     test_answers: str = "spread"
+    # VQA-CP training prior per question type. "dominant": `bias` on one answer, the rest
+    # uniform, so a question-only prior says only "dominant or not". "longtail": `bias` split
+    # over the type's answers in a random order with shares halving down it (VQA-CP's long-tailed
+    # per-type priors), and the test split splits it in the reverse order (the answers rarest in
+    # training are the commonest in test); needs `test_answers` "spread".
+    train_prior: str = "dominant"
     # Question types the balanced `pretrain` split asks: "all", or "half" (every other type, one
     # of each answer type among them), so pre-training teaches grounding without already being
     # the downstream task and stage 1 must learn the other types (LXMERT is pre-trained on
@@ -220,6 +228,14 @@ class SynthSpec:
             raise InputError(f"--noise must be >= 0, got {self.noise}")
         if self.test_answers not in ("spread", "one"):
             raise InputError(f"--test-answers must be spread or one, got '{self.test_answers}'")
+        if self.train_prior not in ("dominant", "longtail"):
+            raise InputError(
+                f"--train-prior must be dominant or longtail, got '{self.train_prior}'"
+            )
+        if self.train_prior == "longtail" and self.dataset != "vqacp_v2":
+            raise InputError("--train-prior longtail is for --dataset vqacp_v2 only")
+        if self.train_prior == "longtail" and self.test_answers != "spread":
+            raise InputError("--train-prior longtail needs --test-answers spread")
         if self.test_fraction <= 0:
             raise InputError(f"--test-fraction must be > 0, got {self.test_fraction}")
         if self.answer_strength <= 0:
@@ -329,6 +345,37 @@ class _World:
                 for n in self.n_answers
             ]
         )
+        # longtail: each type's answers in training-prior order, the dominant first (drawn last,
+        # so the default benchmark's draws are unchanged)
+        self.order_qt = (
+            [
+                np.concatenate(([d], (d + 1 + rng.permutation(n - 1)) % n))
+                for d, n in zip(self.dom_qt, self.n_answers, strict=True)
+            ]
+            if spec.train_prior == "longtail"
+            else None
+        )
+
+    def answer_shares(self, spec: SynthSpec, split: str, t: int) -> np.ndarray:
+        """Expected answer shares of type `t` in `split` (sums to 1): any `pretrain` split,
+        or a VQA-CP one."""
+        n = self.n_answers[t]
+        share = np.full(n, 1.0 / n)
+        if split == "pretrain":
+            return share
+        share *= 1.0 - spec.bias
+        if self.order_qt is not None:
+            halving = 0.5 ** np.arange(n)
+            order = self.order_qt[t] if split != "test" else self.order_qt[t][::-1]
+            share[order] += spec.bias * halving / halving.sum()
+        elif split != "test":
+            share[self.dom_qt[t]] += spec.bias
+        elif spec.test_answers == "one":
+            share[self.dom_qt_test[t]] += spec.bias
+        else:
+            others = np.arange(n) != self.dom_qt[t]
+            share[others] += spec.bias / others.sum()
+        return share
 
     def dominant(self, family: str, t: int, kw: int, loc: int, ko: tuple[int, int]) -> int:
         if family == "QT":
@@ -356,6 +403,9 @@ def _draw_answer(
     if split == "pretrain" or rng.random() >= spec.bias:
         return int(rng.integers(n))
     if spec.dataset == "vqacp_v2":
+        if spec.train_prior == "longtail":  # only the bias share: renormalise it
+            share = world.answer_shares(spec, split, t) - (1.0 - spec.bias) / n
+            return int(rng.choice(n, p=share / share.sum()))
         if split != "test":
             return int(world.dom_qt[t])
         if spec.test_answers == "one":
@@ -375,16 +425,7 @@ def _stratify(
         mine = [r for r in recs if r["t"] == t]
         if not mine:
             continue
-        share = np.full(n_ans, 1.0 / n_ans)
-        if split != "pretrain":
-            share *= 1.0 - spec.bias
-            if split != "test":
-                share[world.dom_qt[t]] += spec.bias
-            elif spec.test_answers == "one":
-                share[world.dom_qt_test[t]] += spec.bias
-            else:
-                others = np.arange(n_ans) != world.dom_qt[t]
-                share[others] += spec.bias / others.sum()
+        share = world.answer_shares(spec, split, t)
         exact = share * len(mine)
         counts = np.floor(exact).astype(int)
         counts[np.argsort(counts - exact)[: len(mine) - counts.sum()]] += 1
@@ -461,6 +502,10 @@ def generate(spec: SynthSpec, out: str | Path) -> dict:
             "question_types": [q[0] for q in QUESTION_TYPES],
             "dominant_train": {q[0]: q[2][world.dom_qt[t]] for t, q in enumerate(QUESTION_TYPES)},
         }
+        if world.order_qt is not None:
+            meta["train_order"] = {
+                q[0]: [q[2][a] for a in world.order_qt[t]] for t, q in enumerate(QUESTION_TYPES)
+            }
         if spec.dataset == "vqacp_v2" and spec.test_answers == "one":
             meta["dominant_test"] = {
                 q[0]: q[2][world.dom_qt_test[t]] for t, q in enumerate(QUESTION_TYPES)
