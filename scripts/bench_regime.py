@@ -452,7 +452,10 @@ REGIMES: dict[str, dict[str, dict[str, Any]]] = {
     "deep-h128-q12k-b90-b16-hs-f12-e8": _merge(_F12_B16, {"pruning": {"epochs": 8}}),
     # measured on seed 0 (2026-12-07, partial: stopped after 0.3 for the session's end): BCE
     # mask 0.3 61.9, kept epoch 8 (`dev` 53.4, 55.3, 58.3, 59.8, 61.9, 62.2, 62.8, 62.8), so
-    # P3 at 0.3 is +10.4 (6 epochs: +7.8). 0.5, 0.7 and P1 not run yet
+    # P3 at 0.3 is +10.4 (6 epochs: +7.8). Then (2026-12-07, ninth session) BCE mask 0.5 63.1
+    # and 0.7 62.7, both kept at epoch 6 of 8 (`dev` 62.9 / 62.7, then flat or falling): P3
+    # +10.4 / +11.5 / +11.1, met at each s (6 epochs: +7.8 / +10.7 / +10.7). Stopped there
+    # for the longtail regime below; P1, P4, P5 and P6 not run at 8 epochs
     # f12's stage 2 at batch 16 with the answer head and LMH's parameters nearly still (`lr`
     # 1e-5, a tenth of before) while the scores keep their rate (`score_lr` 1e-4, as before):
     # retraining only the LPF model's head with LMH (every weight kept) costs 18.8 points
