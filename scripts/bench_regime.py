@@ -488,6 +488,11 @@ REGIMES: dict[str, dict[str, dict[str, Any]]] = {
     # and with it P1, while the BCE model stays biased (P3)? Own data, pre-training and stage
     # 1; P0, P1, then P3, P4, P5
     "deep-h128-q12k-b90-b16-hs-f12-lt": _merge(_F12_B16, {"synth": {"train_prior": "longtail"}}),
+    # measured on seed 0 (2026-12-07, ninth session): the stage-1 check missed, P1 is met all
+    # the same. Pre-trained 46.9, LMH 63.0 (P0 +16.1), LPF 75.1: LMH 12.1 below LPF (check: by
+    # 11.1; "dominant" prior: 10.6 below). LPF mask 0.5 74.7 (kept epoch 6 of 6, `dev` 70.1,
+    # 72.1, 74.6, 72.8, 74.3, 74.8): P1 -0.4 ("dominant" prior: -2.8). The question-only
+    # anti-prior guess is 59.0 here (46.8 before; P5's margin is against it). Then P3-P6
     # V=4 with four times the pre-training questions on 3.8 times the pre-training images (7,635
     # images, ~900 answer boxes per code, V=1's count at 2,000 images) and 20 epochs (2.5 times
     # V=4's pre-training steps): V=4's object label read-out memorised its 2,000 pre-training
