@@ -492,7 +492,11 @@ REGIMES: dict[str, dict[str, dict[str, Any]]] = {
     # the same. Pre-trained 46.9, LMH 63.0 (P0 +16.1), LPF 75.1: LMH 12.1 below LPF (check: by
     # 11.1; "dominant" prior: 10.6 below). LPF mask 0.5 74.7 (kept epoch 6 of 6, `dev` 70.1,
     # 72.1, 74.6, 72.8, 74.3, 74.8): P1 -0.4 ("dominant" prior: -2.8). The question-only
-    # anti-prior guess is 59.0 here (46.8 before; P5's margin is against it). Then P3-P6
+    # anti-prior guess is 59.0 here (46.8 before; P5's margin is against it).
+    # BCE 59.6 (98.7 / 48.2 / 45.7; "dominant" prior: 51.6); BCE mask 0.3 68.4, 0.5 69.0, 0.7
+    # 69.2: P3 +8.8 / +9.4 / +9.6 (met). Head-only control 67.4: P4 +1.6 (missed by 1.4;
+    # "dominant" prior: +7.0): retraining the head with LMH wins most of what the masks win.
+    # P5 65.9% / +10.0 (met). So on seed 0 it meets P0, P1, P3, P5 and misses P4; P6 next
     # V=4 with four times the pre-training questions on 3.8 times the pre-training images (7,635
     # images, ~900 answer boxes per code, V=1's count at 2,000 images) and 20 epochs (2.5 times
     # V=4's pre-training steps): V=4's object label read-out memorised its 2,000 pre-training
