@@ -497,6 +497,13 @@ REGIMES: dict[str, dict[str, dict[str, Any]]] = {
     # 69.2: P3 +8.8 / +9.4 / +9.6 (met). Head-only control 67.4: P4 +1.6 (missed by 1.4;
     # "dominant" prior: +7.0): retraining the head with LMH wins most of what the masks win.
     # P5 65.9% / +10.0 (met). So on seed 0 it meets P0, P1, P3, P5 and misses P4; P6 next
+    # The same with 8 stage-2 epochs: under the `dominant` prior two more epochs lifted P3's
+    # masks by 0.4-2.6 points (f12-e8); here both the masks' `dev` and the head-only control's
+    # (67.3, 68.2 at epochs 5-6) were still rising at the end. Does P4 (missed by 1.4) move,
+    # and do P1 and P3 hold? Stage-1 models are lt's (STAGE1_FROM); P4 first, then P1, P3
+    "deep-h128-q12k-b90-b16-hs-f12-lt-e8": _merge(
+        _F12_B16, {"synth": {"train_prior": "longtail"}, "pruning": {"epochs": 8}}
+    ),
     # V=4 with four times the pre-training questions on 3.8 times the pre-training images (7,635
     # images, ~900 answer boxes per code, V=1's count at 2,000 images) and 20 epochs (2.5 times
     # V=4's pre-training steps): V=4's object label read-out memorised its 2,000 pre-training
