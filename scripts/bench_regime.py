@@ -496,7 +496,8 @@ REGIMES: dict[str, dict[str, dict[str, Any]]] = {
     # BCE 59.6 (98.7 / 48.2 / 45.7; "dominant" prior: 51.6); BCE mask 0.3 68.4, 0.5 69.0, 0.7
     # 69.2: P3 +8.8 / +9.4 / +9.6 (met). Head-only control 67.4: P4 +1.6 (missed by 1.4;
     # "dominant" prior: +7.0): retraining the head with LMH wins most of what the masks win.
-    # P5 65.9% / +10.0 (met). So on seed 0 it meets P0, P1, P3, P5 and misses P4; P6 next
+    # P5 65.9% / +10.0 (met). So on seed 0 it meets P0, P1, P3, P5 and misses P4. P6 +0.2
+    # (language alone 67.7, visual alone 67.5, cross alone 68.7): missed by 4.8
     # The same with 8 stage-2 epochs: under the `dominant` prior two more epochs lifted P3's
     # masks by 0.4-2.6 points (f12-e8); here both the masks' `dev` and the head-only control's
     # (67.3, 68.2 at epochs 5-6) were still rising at the end. Does P4 (missed by 1.4) move,
