@@ -121,6 +121,24 @@ def test_convert_tsv_missing_input_through_the_console_script(tmp_path: Path) ->
     assert not out.parent.exists()
 
 
+def test_synth_train_prior_through_the_console_script(tmp_path: Path) -> None:
+    """`--train-prior longtail` reaches the benchmark (its order is written to synth.json); with
+    `--test-answers one` it is refused in one line, exit 2, nothing written."""
+    out = tmp_path / "lt"
+    args = ["data", "synth", out, "--questions", "800", "--images", "300", "--feature-dim", "16"]
+    proc = tickets(*args, "--train-prior", "longtail")
+    assert proc.returncode == 0, proc.stderr
+    meta = json.loads((out / "synth.json").read_text())
+    assert meta["spec"]["train_prior"] == "longtail"
+    assert sorted(meta["train_order"]) == sorted(meta["dominant_train"])
+    bad = tmp_path / "bad"
+    proc = tickets(*[bad if a == out else a for a in args], "--train-prior", "longtail",
+                   "--test-answers", "one")  # fmt: skip
+    assert proc.returncode == 2 and proc.stdout == ""
+    one_error_line(proc.stderr, "--train-prior longtail needs --test-answers spread")
+    assert not bad.exists()
+
+
 # ---------------------------------------------------------------- prepare, in-process
 
 

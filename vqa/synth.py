@@ -403,6 +403,8 @@ def _draw_answer(
     if split == "pretrain" or rng.random() >= spec.bias:
         return int(rng.integers(n))
     if spec.dataset == "vqacp_v2":
+        # `_stratify` reassigns every VQA-CP answer; these draws stay because the random numbers
+        # they consume fix the rest of each recorded benchmark
         if spec.train_prior == "longtail":  # only the bias share: renormalise it
             share = world.answer_shares(spec, split, t) - (1.0 - spec.bias) / n
             return int(rng.choice(n, p=share / share.sum()))
