@@ -505,6 +505,22 @@ REGIMES: dict[str, dict[str, dict[str, Any]]] = {
     "deep-h128-q12k-b90-b16-hs-f12-lt-e8": _merge(
         _F12_B16, {"synth": {"train_prior": "longtail"}, "pruning": {"epochs": 8}}
     ),
+    # f12-lt at the width of the one regime that ever met P6 (`paper-prod96-ol-p32x25-deep`,
+    # hidden 64, feed-forward 256, the same 3 / 2 / 2 layers: +6.9 over 3 seeds, before stage 2
+    # trained its masks): every P6 since ran on hidden 128, whose visual module recovers from
+    # 0.7 alone (+0.1 to +2.1). The stage-1 and stage-2 settings that brought P0, P1, P3-P5 on
+    # hidden 128 (12,000 questions, bias 0.9, long-tailed priors, a 12-epoch stage 1, batch 16)
+    # were never tried at 64. Does a visual module at capacity for the per-box product keep P6
+    # with them, and do P0, P1, P3-P5 survive half the width (shares 0.317 / 0.214 / 0.469;
+    # at 128 0.314 / 0.211 / 0.476)? Own data (the same as lt's), pre-training and stage 1;
+    # P6 first, then P0, P1, P4, P3, P5
+    "deep-h64-q12k-b90-b16-hs-f12-lt": _merge(
+        _F12_B16,
+        {
+            "synth": {"train_prior": "longtail"},
+            "pretrain": {"architecture": {"hidden_size": 64, "intermediate_size": 256}},
+        },
+    ),
     # V=4 with four times the pre-training questions on 3.8 times the pre-training images (7,635
     # images, ~900 answer boxes per code, V=1's count at 2,000 images) and 20 epochs (2.5 times
     # V=4's pre-training steps): V=4's object label read-out memorised its 2,000 pre-training
