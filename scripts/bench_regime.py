@@ -505,6 +505,10 @@ REGIMES: dict[str, dict[str, dict[str, Any]]] = {
     "deep-h128-q12k-b90-b16-hs-f12-lt-e8": _merge(
         _F12_B16, {"synth": {"train_prior": "longtail"}, "pruning": {"epochs": 8}}
     ),
+    # measured on seed 0 (2026-12-07, tenth session): P4 +1.6 (BCE mask 0.5 71.4 against the
+    # control's 69.8; at 6 epochs 69.0 against 67.4): both gain 2.4 from two more epochs, so P4
+    # still misses by 1.4. P1 +3.1 (LPF mask 0.5 78.2 against 75.1; kept epoch 8), P3 +11.3 /
+    # +11.8 / +11.6 (masks 70.9 / 71.4 / 71.2 against 59.6): met, inside the paper's +11 to +14
     # f12-lt at the width of the one regime that ever met P6 (`paper-prod96-ol-p32x25-deep`,
     # hidden 64, feed-forward 256, the same 3 / 2 / 2 layers: +6.9 over 3 seeds, before stage 2
     # trained its masks): every P6 since ran on hidden 128, whose visual module recovers from
