@@ -525,6 +525,12 @@ REGIMES: dict[str, dict[str, dict[str, Any]]] = {
             "pretrain": {"architecture": {"hidden_size": 64, "intermediate_size": 256}},
         },
     ),
+    # measured on seed 0 (2026-12-07, tenth session): P6 +2.3 (language alone 52.0, visual alone
+    # 49.7, cross alone 52.5): nearer than at 128 (+0.2), missed by 2.7. Pre-trained 39.4, LMH
+    # 67.7 (P0 +28.2), LPF 63.0 (LMH 4.7 above LPF here; at 128 12.1 below), BCE 47.0. P1 -2.8
+    # (LPF mask 0.5 60.2: missed by 0.8), P4 +2.6 (52.9 against the control's 50.4: missed by
+    # 0.4), P3 +6.0 / +5.9 / +6.6 (missed), P5 68.4% / -6.1 (the margin missed: 52.9 against
+    # the anti-prior guess's 59.0). Half the width buys 2.1 points of P6 and costs P1, P3, P5
     # V=4 with four times the pre-training questions on 3.8 times the pre-training images (7,635
     # images, ~900 answer boxes per code, V=1's count at 2,000 images) and 20 epochs (2.5 times
     # V=4's pre-training steps): V=4's object label read-out memorised its 2,000 pre-training
