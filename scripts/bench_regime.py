@@ -455,7 +455,10 @@ REGIMES: dict[str, dict[str, dict[str, Any]]] = {
     # P3 at 0.3 is +10.4 (6 epochs: +7.8). Then (2026-12-07, ninth session) BCE mask 0.5 63.1
     # and 0.7 62.7, both kept at epoch 6 of 8 (`dev` 62.9 / 62.7, then flat or falling): P3
     # +10.4 / +11.5 / +11.1, met at each s (6 epochs: +7.8 / +10.7 / +10.7). Stopped there
-    # for the longtail regime below; P1, P4, P5 and P6 not run at 8 epochs
+    # for the longtail regime below; P1, P4, P5 and P6 not run at 8 epochs. Then (2026-12-07,
+    # tenth session): P4 +7.5 (63.1 against the control's 55.5; 6 epochs +7.0), P5 53.4% /
+    # +16.3 (met), P1 -4.1 (LPF mask 0.5 62.7, kept epoch 2 at `dev` 63.4, then 61.4-63.1;
+    # 6 epochs -2.8): two more epochs help P3 and cost P1 under this prior. P6 not run at 8
     # f12's stage 2 at batch 16 with the answer head and LMH's parameters nearly still (`lr`
     # 1e-5, a tenth of before) while the scores keep their rate (`score_lr` 1e-4, as before):
     # retraining only the LPF model's head with LMH (every weight kept) costs 18.8 points
