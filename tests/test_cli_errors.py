@@ -132,8 +132,8 @@ def test_synth_train_prior_through_the_console_script(tmp_path: Path) -> None:
     assert meta["spec"]["train_prior"] == "longtail"
     assert sorted(meta["train_order"]) == sorted(meta["dominant_train"])
     bad = tmp_path / "bad"
-    proc = tickets(*[bad if a == out else a for a in args], "--train-prior", "longtail",
-                   "--test-answers", "one")  # fmt: skip
+    bad_args = [bad if a == out else a for a in args]
+    proc = tickets(*bad_args, "--train-prior", "longtail", "--test-answers", "one")
     assert proc.returncode == 2 and proc.stdout == ""
     one_error_line(proc.stderr, "--train-prior longtail needs --test-answers spread")
     assert not bad.exists()
