@@ -139,6 +139,13 @@ def synth(
             "in [0, 2] (0: none); the visual projection must null it out."
         ),
     ] = 0.0,
+    feature_mixing: Annotated[
+        float,
+        typer.Option(
+            help="0 to 1: how far every box feature is rotated by one fixed random rotation "
+            "(1: fully), so the codes are dense mixes of all coordinates, as region features are."
+        ),
+    ] = 0.0,
     bias: Annotated[
         float, typer.Option(help="Share of answers that follow the planted shortcut.")
     ] = 0.8,
@@ -185,6 +192,7 @@ def synth(
         answer_clue=answer_clue,
         answer_variants=answer_variants,
         nuisance=nuisance,
+        feature_mixing=feature_mixing,
         bias=bias,
         test_answers=test_answers,
         train_prior=train_prior,

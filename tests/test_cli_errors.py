@@ -380,6 +380,7 @@ def test_synth_unknown_choice(tmp_path: Path, option: str, value: str) -> None:
         (["--test-fraction", "0"], "--test-fraction must be > 0, got 0.0"),
         (["--answer-strength", "-1"], "--answer-strength must be > 0, got -1.0"),
         (["--nuisance", "-0.5"], "--nuisance must be >= 0, got -0.5"),
+        (["--feature-mixing", "-0.1"], "--feature-mixing must be in [0, 1], got -0.1"),
         (
             ["--train-prior", "longtail", "--test-answers", "one"],
             "--train-prior longtail needs --test-answers spread",

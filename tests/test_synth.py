@@ -417,3 +417,34 @@ def test_pretrain_types_half_asks_every_other_type_and_balances_them(tmp_path: P
         assert len(set(splits[name]["question_type"])) == 8
     with pytest.raises(InputError, match="--images 150 are too few: 2000 questions need 350 "):
         SynthSpec(questions=800, images=150, feature_dim=16, pretrain_types="half").check()
+
+
+def test_feature_mixing_rotates_every_box_feature_by_one_fixed_rotation(tmp_path: Path) -> None:
+    """`feature_mixing` w multiplies every box feature by one orthogonal matrix (the identity at
+    0, a dense random rotation at 1, between them at 0.5); everything else is the benchmark of
+    mixing 0."""
+    import h5py
+
+    from vqa.synth import feature_rotation
+
+    feats = {}
+    for w in (0.0, 0.5, 1.0):
+        spec = SynthSpec(questions=400, images=200, feature_dim=24, feature_mixing=w)
+        generate(spec, tmp_path / f"w{w}")
+        with h5py.File(tmp_path / f"w{w}" / "features.h5") as f:
+            feats[w] = f["features"][:].astype(np.float64)
+    full = feature_rotation(SynthSpec(feature_dim=24, feature_mixing=1.0))
+    half = feature_rotation(SynthSpec(feature_dim=24, feature_mixing=0.5))
+    for r in (full, half):
+        assert np.abs(r @ r.T - np.eye(24)).max() < 1e-9
+    assert np.abs(feats[1.0] - feats[0.0] @ full).max() < 1e-4
+    assert np.abs(feats[0.5] - feats[0.0] @ half).max() < 1e-4
+    # dense: each coordinate spreads over most others at 1 (entries ~ N(0, 1/24): ~81% above
+    # 0.05; the identity has 4%), over fewer at 0.5
+    assert (np.abs(full) > 0.05).mean() > 0.7
+    assert np.abs(np.diag(full)).mean() < np.abs(np.diag(half)).mean() < 1.0
+    np.testing.assert_allclose(feature_rotation(SynthSpec(feature_dim=24)), np.eye(24), atol=1e-12)
+    for name in ("vqacp_v2_train_annotations.json", "vqacp_v2_test_questions.json"):
+        assert (tmp_path / "w0.0" / name).read_bytes() == (tmp_path / "w1.0" / name).read_bytes()
+    with pytest.raises(InputError, match=r"--feature-mixing must be in \[0, 1\], got 1.5"):
+        SynthSpec(feature_mixing=1.5).check()

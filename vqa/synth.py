@@ -25,7 +25,8 @@ answer can be drawn from whatever distribution the split needs:
 Ten human answers per question: each annotator gives the true answer with the question's agreement
 probability (uniform in [`agreement`, 1]), sometimes in another surface form ("two", "Yes", "the
 red"), else another answer of the same type. Difficulty knobs: `answer_boxes`, `noise`,
-`answer_strength`, `nuisance`, `bias`; docs/CALIBRATION.md records how the defaults were chosen.
+`answer_strength`, `nuisance`, `feature_mixing`, `bias`; docs/CALIBRATION.md records how the
+defaults were chosen.
 """
 
 from __future__ import annotations
@@ -188,6 +189,14 @@ class SynthSpec:
     # answer. The idea: a dense visual projection learns to null o and pruning it breaks the
     # cancellation; measured, at 3 pre-training never learns around it (docs/CALIBRATION.md).
     nuisance: float = 0.0
+    # Basis of the box features: 0 keeps every code on the coordinate axes (the product code's
+    # thirds are coordinates, so a visual projection with a few weights per unit reads them);
+    # w > 0 multiplies every feature vector by the orthogonal polar factor of (1 - w) I + w Q,
+    # Q one fixed random rotation (1: Q itself), so each coordinate the visual encoder needs is
+    # a dense mix of all of them, as in a detector's region features, and a projection that keeps
+    # a fraction of its weights reads it with interference from the others. Norms, distances and
+    # isotropic noise are unchanged.
+    feature_mixing: float = 0.0
 
     def asked_type_ids(self, split: str) -> list[int]:
         """Indices into QUESTION_TYPES of the types `split` asks (`pretrain` may ask half)."""
@@ -254,6 +263,8 @@ class SynthSpec:
             raise InputError(f"--answer-clue must be >= 0, got {self.answer_clue}")
         if self.nuisance < 0:
             raise InputError(f"--nuisance must be >= 0, got {self.nuisance}")
+        if not 0.0 <= self.feature_mixing <= 1.0:
+            raise InputError(f"--feature-mixing must be in [0, 1], got {self.feature_mixing}")
         if self.answer_variants < 1:
             raise InputError(f"--answer-variants must be at least 1, got {self.answer_variants}")
         if self.answer_variants > 1 and self.answer_code != "product":
@@ -517,6 +528,16 @@ def generate(spec: SynthSpec, out: str | Path) -> dict:
     return meta
 
 
+def feature_rotation(spec: SynthSpec) -> np.ndarray:
+    """The (D, D) orthogonal matrix that `feature_mixing` applies to every box feature (row
+    vectors: features @ R); the identity at 0. Its own generator, so the rest of the benchmark
+    is that of mixing 0."""
+    d, w = spec.feature_dim, spec.feature_mixing
+    q, _ = np.linalg.qr(np.random.default_rng([spec.seed, 5]).standard_normal((d, d)))
+    u, _, vt = np.linalg.svd((1.0 - w) * np.eye(d) + w * q)
+    return u @ vt
+
+
 def _render(
     spec: SynthSpec,
     world: _World,
@@ -593,6 +614,8 @@ def _render(
         direction = nuisance_rng.standard_normal(d)
         gain = nuisance_rng.uniform(0.0, 2.0, size=(m, k, 1))
         feats = feats + spec.nuisance * gain * direction
+    if spec.feature_mixing:
+        feats = feats @ feature_rotation(spec)
     corners = rng.random((m, k, 2, 2))
     boxes = np.concatenate([corners.min(axis=2), corners.max(axis=2)], axis=-1)  # x1 y1 x2 y2
     return feats, boxes.astype(np.float32), object_ids
