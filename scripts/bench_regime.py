@@ -543,6 +543,10 @@ REGIMES: dict[str, dict[str, dict[str, Any]]] = {
     "deep-h128-l4-q12k-b90-b16-hs-f12-lt": _merge(
         _F12_B16_LT, {"pretrain": {"architecture": {"l_layers": 4}}}
     ),
+    # measured on seed 0 (2026-12-07, eleventh session; stopped after P6 for -mix below): P6
+    # -0.1 (language alone 68.6, visual alone 68.7, cross alone 68.4; three layers: +0.2),
+    # missed by 5.1. Pre-trained 44.6 (three layers 46.9), BCE 56.8 (59.6): the fourth layer
+    # spares the language side no more than the third did; every module recovers from 0.7 alone
     # l4 with every box feature rotated by one fixed random rotation (`feature_mixing` 1). Why
     # the visual module recovers from 0.7 alone: the product code's thirds are coordinates, so
     # a visual projection unit needs two input weights to pass a product's two factors, and
