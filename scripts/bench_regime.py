@@ -564,6 +564,10 @@ REGIMES: dict[str, dict[str, dict[str, Any]]] = {
         _F12_B16_LT,
         {"synth": {"feature_mixing": 1.0}, "pretrain": {"architecture": {"l_layers": 4}}},
     ),
+    # measured on seed 0 (2026-12-07, eleventh session): P6 +2.4 (language alone 67.2, visual
+    # alone 64.8, cross alone 68.2; unmixed l4: -0.1), missed by 2.6; the visual run's `dev` was
+    # still rising at its last epoch (65.0, 65.3). Pre-trained 49.5 (unmixed 44.6), BCE 59.7
+    # (56.8): the dense basis costs the full models nothing and the visual module 3.9 points
     # V=4 with four times the pre-training questions on 3.8 times the pre-training images (7,635
     # images, ~900 answer boxes per code, V=1's count at 2,000 images) and 20 epochs (2.5 times
     # V=4's pre-training steps): V=4's object label read-out memorised its 2,000 pre-training
