@@ -569,7 +569,8 @@ REGIMES: dict[str, dict[str, dict[str, Any]]] = {
     # still rising at its last epoch (65.0, 65.3). Pre-trained 49.5 (unmixed 44.6), BCE 59.7
     # (56.8): the dense basis costs the full models nothing and the visual module 3.9 points.
     # P4 +0.3 (BCE mask 0.5 67.1, the head-only control 66.8), missed by 2.7; P3 at 0.5 +7.4:
-    # a uniform mask prunes the dense visual projection too, the control keeps it
+    # a uniform mask prunes the dense visual projection too, the control keeps it. P1 +1.0
+    # (LPF mask 0.5 65.1 against the full LPF's 64.1; three layers unmixed: 75.1), met
     # V=4 with four times the pre-training questions on 3.8 times the pre-training images (7,635
     # images, ~900 answer boxes per code, V=1's count at 2,000 images) and 20 epochs (2.5 times
     # V=4's pre-training steps): V=4's object label read-out memorised its 2,000 pre-training
