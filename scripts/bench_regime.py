@@ -119,6 +119,9 @@ _F12_B16 = _merge(_Q12K, {
 # the same on VQA-CP-like long-tailed priors (`deep-h128-q12k-b90-b16-hs-f12-lt` below gives the
 # reason); its variants change stage 2 or the width
 _F12_B16_LT = _merge(_F12_B16, {"synth": {"train_prior": "longtail"}})
+# the same with a fourth language layer, for lxmert-base's module shares
+# (`deep-h128-l4-q12k-b90-b16-hs-f12-lt` below gives the reason); its variants change the data
+_F12_B16_LT_L4 = _merge(_F12_B16_LT, {"pretrain": {"architecture": {"l_layers": 4}}})
 
 REGIMES: dict[str, dict[str, dict[str, Any]]] = {
     "demo": {},
@@ -540,9 +543,7 @@ REGIMES: dict[str, dict[str, dict[str, Any]]] = {
     # The visual module is unchanged, so a P6 gain would come from the language side alone.
     # Own pre-training and stage 1 (lt's data); 6 stage-2 epochs as lt; P6 first, then P4,
     # P1, P3, P0, P5
-    "deep-h128-l4-q12k-b90-b16-hs-f12-lt": _merge(
-        _F12_B16_LT, {"pretrain": {"architecture": {"l_layers": 4}}}
-    ),
+    "deep-h128-l4-q12k-b90-b16-hs-f12-lt": _F12_B16_LT_L4,
     # measured on seed 0 (2026-12-07, eleventh session; stopped after P6 for -mix below): P6
     # -0.1 (language alone 68.6, visual alone 68.7, cross alone 68.4; three layers: +0.2),
     # missed by 5.1. Pre-trained 44.6 (three layers 46.9), BCE 56.8 (59.6): the fourth layer
@@ -561,8 +562,7 @@ REGIMES: dict[str, dict[str, dict[str, Any]]] = {
     # (real features are fully distributed), not a value tuned to P6. Own data, pre-training
     # and stage 1; P6 first, then P4, P1, P3, P0, P5
     "deep-h128-l4-q12k-b90-b16-hs-f12-lt-mix": _merge(
-        _F12_B16_LT,
-        {"synth": {"feature_mixing": 1.0}, "pretrain": {"architecture": {"l_layers": 4}}},
+        _F12_B16_LT_L4, {"synth": {"feature_mixing": 1.0}}
     ),
     # measured on seed 0 (2026-12-07, eleventh session): P6 +2.4 (language alone 67.2, visual
     # alone 64.8, cross alone 68.2; unmixed l4: -0.1), missed by 2.6; the visual run's `dev` was
