@@ -571,6 +571,18 @@ REGIMES: dict[str, dict[str, dict[str, Any]]] = {
     # P4 +0.3 (BCE mask 0.5 67.1, the head-only control 66.8), missed by 2.7; P3 at 0.5 +7.4:
     # a uniform mask prunes the dense visual projection too, the control keeps it. P1 +1.0
     # (LPF mask 0.5 65.1 against the full LPF's 64.1; three layers unmixed: 75.1), met
+    # -mix under the `dominant` prior with 8 stage-2 epochs (f12-e8's stage 2): under long-tailed
+    # priors the head-only control is within 0.3-1.6 of mask 0.5 on every regime (P4 missed on
+    # each), while under `dominant` f12-e8's masks beat it by 7.5 and met P3 at every s and P5.
+    # The dense basis made the visual module the dear one (P6 +2.4 under long tails; dominant
+    # unmixed three layers: +0.8 at 6 epochs, long tails +0.2), so does it carry P6 under the
+    # prior where masks beat the control, and do P4 and P1 (f12-e8: -4.1) hold? Nothing is
+    # tuned: mixing 1 and 8 epochs as before. Own data, pre-training and stage 1; P6, P4, P1
+    "deep-h128-l4-q12k-b90-b16-hs-f12-e8-mix": _merge(
+        _F12_B16,
+        {"synth": {"feature_mixing": 1.0}, "pretrain": {"architecture": {"l_layers": 4}},
+         "pruning": {"epochs": 8}},
+    ),  # fmt: skip
     # V=4 with four times the pre-training questions on 3.8 times the pre-training images (7,635
     # images, ~900 answer boxes per code, V=1's count at 2,000 images) and 20 epochs (2.5 times
     # V=4's pre-training steps): V=4's object label read-out memorised its 2,000 pre-training
