@@ -583,6 +583,9 @@ REGIMES: dict[str, dict[str, dict[str, Any]]] = {
         {"synth": {"feature_mixing": 1.0}, "pretrain": {"architecture": {"l_layers": 4}},
          "pruning": {"epochs": 8}},
     ),  # fmt: skip
+    # measured on seed 0 (2026-12-07, twelfth session): P6 +2.8 (language alone 58.9, visual
+    # alone 56.1, cross alone 61.8; -mix under long tails +2.4), missed by 2.2. Pre-trained 51.7,
+    # BCE 38.3 (unmixed three layers: 51.6): the BCE model leans on the prior harder here
     # V=4 with four times the pre-training questions on 3.8 times the pre-training images (7,635
     # images, ~900 answer boxes per code, V=1's count at 2,000 images) and 20 epochs (2.5 times
     # V=4's pre-training steps): V=4's object label read-out memorised its 2,000 pre-training
