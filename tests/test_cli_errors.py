@@ -139,6 +139,32 @@ def test_synth_train_prior_through_the_console_script(tmp_path: Path) -> None:
     assert not bad.exists()
 
 
+def test_synth_feature_mixing_through_the_console_script(tmp_path: Path) -> None:
+    """`--feature-mixing 1` reaches the benchmark (every box feature is that of mixing 0 times the
+    one fixed rotation); `--feature-mixing 1.5` is refused in one line, exit 2, nothing written."""
+    import h5py
+
+    from vqa.synth import SynthSpec, feature_rotation
+
+    args = ["--questions", "800", "--images", "300", "--feature-dim", "16"]
+    feats = {}
+    for w in ("0", "1"):
+        proc = tickets("data", "synth", tmp_path / f"w{w}", *args, "--feature-mixing", w)
+        assert proc.returncode == 0, proc.stderr
+        with h5py.File(tmp_path / f"w{w}" / "features.h5") as f:
+            feats[w] = f["features"][:].astype(np.float64)
+    meta = json.loads((tmp_path / "w1" / "synth.json").read_text())
+    assert meta["spec"]["feature_mixing"] == 1.0
+    rotation = feature_rotation(SynthSpec(feature_dim=16, feature_mixing=1.0))
+    assert np.abs(feats["0"] @ rotation - feats["1"]).max() < 1e-4
+    assert np.abs(feats["0"] - feats["1"]).max() > 0.5
+    bad = tmp_path / "bad"
+    proc = tickets("data", "synth", bad, *args, "--feature-mixing", "1.5")
+    assert proc.returncode == 2 and proc.stdout == ""
+    one_error_line(proc.stderr, "--feature-mixing must be in [0, 1], got 1.5")
+    assert not bad.exists()
+
+
 # ---------------------------------------------------------------- prepare, in-process
 
 
