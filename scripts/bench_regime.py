@@ -569,7 +569,7 @@ REGIMES: dict[str, dict[str, dict[str, Any]]] = {
     # still rising at its last epoch (65.0, 65.3). Pre-trained 49.5 (unmixed 44.6), BCE 59.7
     # (56.8): the dense basis costs the full models nothing and the visual module 3.9 points.
     # P4 +0.3 (BCE mask 0.5 67.1, the head-only control 66.8), missed by 2.7; P3 at 0.5 +7.4:
-    # a uniform mask prunes the dense visual projection too, the control keeps it. P1 +1.0
+    # a uniform mask prunes the dense visual projection too, the control keeps it. P1 +0.9
     # (LPF mask 0.5 65.1 against the full LPF's 64.1; three layers unmixed: 75.1), met
     # -mix under the `dominant` prior with 8 stage-2 epochs (f12-e8's stage 2): under long-tailed
     # priors the head-only control is within 0.3-1.6 of mask 0.5 on every regime (P4 missed on
