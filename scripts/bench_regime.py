@@ -590,7 +590,8 @@ REGIMES: dict[str, dict[str, dict[str, Any]]] = {
     # long tails +0.3), missed by 0.8; P3 at 0.5 would be +22.8 (the paper: +11 to +14).
     # P5 43.3% / +14.2 (met). P1 -1.5 (LPF mask 0.5 48.9 against 50.4) is met on a broken
     # full model: LPF's stage 1 kept its first epoch (`dev` 49.9, then 16-36), below the
-    # pre-trained model (51.7); unmixed f12's LPF 66.7
+    # pre-trained model (51.7); unmixed f12's LPF 66.7. P0 +1.8 (LMH 53.5; f12 +10.3), missed
+    # by 8.2: under this prior the dense basis leaves stage 1 little to add. Not a candidate
     # V=4 with four times the pre-training questions on 3.8 times the pre-training images (7,635
     # images, ~900 answer boxes per code, V=1's count at 2,000 images) and 20 epochs (2.5 times
     # V=4's pre-training steps): V=4's object label read-out memorised its 2,000 pre-training
