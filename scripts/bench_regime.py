@@ -570,7 +570,9 @@ REGIMES: dict[str, dict[str, dict[str, Any]]] = {
     # (56.8): the dense basis costs the full models nothing and the visual module 3.9 points.
     # P4 +0.3 (BCE mask 0.5 67.1, the head-only control 66.8), missed by 2.7; P3 at 0.5 +7.4:
     # a uniform mask prunes the dense visual projection too, the control keeps it. P1 +0.9
-    # (LPF mask 0.5 65.1 against the full LPF's 64.1; three layers unmixed: 75.1), met
+    # (LPF mask 0.5 65.1 against the full LPF's 64.1; three layers unmixed: 75.1), met.
+    # Then (twelfth session): P0 +15.0 (LMH 64.5), P5 73.1% / +8.1 (met), P3 +7.9 / +7.3 /
+    # +6.7 (masks 67.7 / 67.1 / 66.5; missed by 0.1 / 0.7 / 1.3). Misses P3, P4, P6 on seed 0
     # -mix under the `dominant` prior with 8 stage-2 epochs (f12-e8's stage 2): under long-tailed
     # priors the head-only control is within 0.3-1.6 of mask 0.5 on every regime (P4 missed on
     # each), while under `dominant` f12-e8's masks beat it by 7.5 and met P3 at every s and P5.
