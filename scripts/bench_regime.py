@@ -119,9 +119,11 @@ _F12_B16 = _merge(_Q12K, {
 # the same on VQA-CP-like long-tailed priors (`deep-h128-q12k-b90-b16-hs-f12-lt` below gives the
 # reason); its variants change stage 2 or the width
 _F12_B16_LT = _merge(_F12_B16, {"synth": {"train_prior": "longtail"}})
-# the same with a fourth language layer, for lxmert-base's module shares
-# (`deep-h128-l4-q12k-b90-b16-hs-f12-lt` below gives the reason); its variants change the data
-_F12_B16_LT_L4 = _merge(_F12_B16_LT, {"pretrain": {"architecture": {"l_layers": 4}}})
+# a fourth language layer, for lxmert-base's module shares
+# (`deep-h128-l4-q12k-b90-b16-hs-f12-lt` below gives the reason)
+_L4: dict[str, Any] = {"pretrain": {"architecture": {"l_layers": 4}}}
+# the long-tailed regime with it; its variants change the data
+_F12_B16_LT_L4 = _merge(_F12_B16_LT, _L4)
 
 REGIMES: dict[str, dict[str, dict[str, Any]]] = {
     "demo": {},
@@ -581,10 +583,8 @@ REGIMES: dict[str, dict[str, dict[str, Any]]] = {
     # prior where masks beat the control, and do P4 and P1 (f12-e8: -4.1) hold? Nothing is
     # tuned: mixing 1 and 8 epochs as before. Own data, pre-training and stage 1; P6, P4, P1
     "deep-h128-l4-q12k-b90-b16-hs-f12-e8-mix": _merge(
-        _F12_B16,
-        {"synth": {"feature_mixing": 1.0}, "pretrain": {"architecture": {"l_layers": 4}},
-         "pruning": {"epochs": 8}},
-    ),  # fmt: skip
+        _merge(_F12_B16, _L4), {"synth": {"feature_mixing": 1.0}, "pruning": {"epochs": 8}}
+    ),
     # measured on seed 0 (2026-12-07, twelfth session): P6 +2.8 (language alone 58.9, visual
     # alone 56.1, cross alone 61.8; -mix under long tails +2.4), missed by 2.2. Pre-trained 51.7,
     # BCE 38.3 (unmixed three layers: 51.6): the BCE model leans on the prior harder here.
