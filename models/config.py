@@ -22,6 +22,11 @@ class ArchitectureConfig(BaseModel):
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     # Std of the normal weight init (LXMERT's is 0.02).
     initializer_range: float = Field(0.02, gt=0.0)
+    # Rows of the word-embedding matrix; None: one per token of the data cache's tokenizer. More
+    # rows than tokens stand for lxmert-base's 30,522-token vocabulary, of which VQA questions
+    # look up a few thousand: the extra rows are never looked up (still pruned with the
+    # language group, as lxmert-base's unused rows are).
+    vocab_size: int | None = Field(None, ge=16)
 
     @model_validator(mode="after")
     def _heads_divide_hidden(self) -> ArchitectureConfig:
@@ -31,6 +36,14 @@ class ArchitectureConfig(BaseModel):
                 f"num_attention_heads {self.num_attention_heads}"
             )
         return self
+
+    @model_serializer(mode="wrap")
+    def _omit_tokenizer_rows(self, handler):
+        # Runs recorded before the field existed saved no `vocab_size`: they still resume.
+        dumped = handler(self)
+        if dumped.get("vocab_size", 0) is None:
+            del dumped["vocab_size"]
+        return dumped
 
 
 class ModelConfig(BaseModel):

@@ -63,7 +63,13 @@ def build_model(stage: str, model_cfg: ModelConfig, train_cfg: TrainConfig, data
     the cache's tokenizer; stage 1 loads `model.checkpoint` and checks it fits the data cache."""
     cache_tok = load_tokenizer(data.tokenizer_dir)
     if isinstance(train_cfg, PretrainConfig):
-        backbone = small_backbone(train_cfg.architecture, len(cache_tok), data.store.feature_dim)
+        rows = train_cfg.architecture.vocab_size or len(cache_tok)
+        if rows < len(cache_tok):
+            raise InputError(
+                f"pretrain.architecture.vocab_size: {rows} is below the tokenizer's "
+                f"{len(cache_tok)} tokens ({data.tokenizer_dir})"
+            )
+        backbone = small_backbone(train_cfg.architecture, rows, data.store.feature_dim)
         return VQAModel(backbone, data.num_answers), cache_tok
     if model_cfg.checkpoint is None:
         raise InputError("model.checkpoint: required for finetune (a local model directory)")

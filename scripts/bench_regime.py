@@ -575,6 +575,23 @@ REGIMES: dict[str, dict[str, dict[str, Any]]] = {
     # (LPF mask 0.5 65.1 against the full LPF's 64.1; three layers unmixed: 75.1), met.
     # Then (twelfth session): P0 +15.0 (LMH 64.5), P5 73.1% / +8.1 (met), P3 +7.9 / +7.3 /
     # +6.7 (masks 67.7 / 67.1 / 66.5; missed by 0.1 / 0.7 / 1.3). Misses P3, P4, P6 on seed 0
+    # -mix with lxmert-base's word-embedding share: 2,262 embedding rows (`architecture.vocab_size`)
+    # where the tokenizer has 116 tokens. lxmert-base's 30,522 x 768 word embeddings are 0.269
+    # of its language group (23.4M of 87.1M) and VQA questions look up a few thousand of those
+    # rows; here the 116 rows are 0.019 of it, so every language tensor is a layer's and P6's
+    # "language alone" prunes 70% of the rows every question reads. 2,262 = 0.269 / 0.731 of the
+    # four layers' 786,432 weights / 128 (derived, not tuned); shares 0.448 / 0.169 / 0.382
+    # (lxmert-base 0.42 / 0.18 / 0.40; l4: 0.377 / 0.191 / 0.432). Probe first (seed 0,
+    # docs/calibration/2026-12-07-diag-module-split.py.txt on -mix's BCE model): the visual
+    # module's cost at 0.7 sits mostly in its 12,800-weight projection (projection alone 65.9,
+    # the whole module 64.8, cross alone 68.2). Expected: language alone gains at most the 1.0
+    # it trails cross alone by, so P6 (+2.4 on -mix) stays short of 5 unless the visual side
+    # moves too; P4's uniform mask gains whatever the embedding cost it (control unchanged).
+    # Own pre-training and stage 1 (same data as -mix); P6, then P4, P1
+    "deep-h128-l4-q12k-b90-b16-hs-f12-lt-mix-v2262": _merge(
+        _F12_B16_LT_L4,
+        {"synth": {"feature_mixing": 1.0}, "pretrain": {"architecture": {"vocab_size": 2262}}},
+    ),
     # -mix under the `dominant` prior with 8 stage-2 epochs (f12-e8's stage 2): under long-tailed
     # priors the head-only control is within 0.3-1.6 of mask 0.5 on every regime (P4 missed on
     # each), while under `dominant` f12-e8's masks beat it by 7.5 and met P3 at every s and P5.
