@@ -583,8 +583,9 @@ REGIMES: dict[str, dict[str, dict[str, Any]]] = {
     # four layers' 786,432 weights / 128 (derived, not tuned); shares 0.448 / 0.169 / 0.382
     # (lxmert-base 0.42 / 0.18 / 0.40; l4: 0.377 / 0.191 / 0.432). Probe first (seed 0,
     # docs/calibration/2026-12-07-diag-module-split.py.txt on -mix's BCE model): the visual
-    # module's cost at 0.7 sits mostly in its 12,800-weight projection (projection alone 65.9,
-    # the whole module 64.8, cross alone 68.2). Expected: language alone gains at most the 1.0
+    # module's cost at 0.7 splits about evenly between its 12,800-weight projection and its
+    # R-layers (projection alone 65.9, R-layers alone 66.1, both 64.8; head-only control 66.8,
+    # cross alone 68.2). Expected: language alone gains at most the 1.0
     # it trails cross alone by, so P6 (+2.4 on -mix) stays short of 5 unless the visual side
     # moves too; P4's uniform mask gains whatever the embedding cost it (control unchanged).
     # Own pre-training and stage 1 (same data as -mix); P6, then P4, P1
