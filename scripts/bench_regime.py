@@ -596,7 +596,7 @@ REGIMES: dict[str, dict[str, dict[str, Any]]] = {
     # NOT RUN (thirteenth session): the same probe with only the language layers masked (the
     # 116-row embedding whole) found the embedding costs nothing at 0.7 on either prior: lt-mix
     # 67.4 against language alone's 67.2 (`dev` 67.2, 66.9), f12-e8-mix 60.0 against 58.9
-    # (`dev` 58.9, 59.0). Free rows cannot lift language alone, so this predicts P6 and P4
+    # (`dev` 58.9, 59.1). Free rows cannot lift language alone, so this predicts P6 and P4
     # unchanged; the knob stays for the module shares (lxmert-base's language share)
     "deep-h128-l4-q12k-b90-b16-hs-f12-lt-mix-v2262": _merge(
         _F12_B16_LT_L4,
