@@ -578,6 +578,18 @@ REGIMES: dict[str, dict[str, dict[str, Any]]] = {
     # Seed 1 (thirteenth session, P6 and P4 only), before any regime meets P0-P7: every
     # comparison of regimes so far is on seed 0, with single runs ~1 point apart by chance;
     # how far do P6 (+2.4) and P4 (+0.3) move with a new seed of data, pre-training and stages?
+    # Measured: seed 1's pre-training collapsed where seed 0's broke through (epoch 8-9, lr
+    # 8e-4: loss 2.22, 2.28, then 3.09; `dev` 9.3, 8.5, then 7.7-14.0 to epoch 29, one answer
+    # for most questions; seed 0: loss 2.02 at epoch 8 and `dev` 49-51 from epoch 18); stopped
+    # there, no stage 1. -p5 below
+    # -mix pre-trained at half the peak lr (5e-4): its seed 1 collapsed at the breakthrough with
+    # the lr near its 1e-3 peak, as V=4's pre-training did (`-v4-p4x`, epoch 4-5), which 5e-4
+    # cured (`-v4-p4x-lr5`: QA broke through at epoch 7). The value is that precedent's, not
+    # tuned. Does pre-training break through on seeds 1 and 0, and does seed 0 keep its
+    # pre-trained (49.5) and LMH (64.5) models? Own pre-training and stage 1; P0, seed 1 first
+    "deep-h128-l4-q12k-b90-b16-hs-f12-lt-mix-p5": _merge(
+        _F12_B16_LT_L4, {"synth": {"feature_mixing": 1.0}, "pretrain": {"lr": 5.0e-4}}
+    ),
     # -mix with lxmert-base's word-embedding share: 2,262 embedding rows (`architecture.vocab_size`)
     # where the tokenizer has 116 tokens. lxmert-base's 30,522 x 768 word embeddings are 0.269
     # of its language group (23.4M of 87.1M) and VQA questions look up a few thousand of those
