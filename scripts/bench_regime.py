@@ -593,7 +593,8 @@ REGIMES: dict[str, dict[str, dict[str, Any]]] = {
     # measured (2026-12-07, thirteenth session): pre-training broke through on both seeds
     # (`dev` 42.9 and 44.5 at the end; loss ~0.3, -mix's seed 0: 0.07). P0 seed 1 +35.3 (LMH
     # 79.3, pre-trained 44.1), seed 0 +21.4 (LMH 63.9, pre-trained 42.4): the LMH models differ
-    # by 15.4 points between seeds. Next: P1-P7 here over seeds 0, 1, 2
+    # by 15.4 points between seeds. Seed 2: +31.0 (LMH 71.2, pre-trained 40.2); P0 over seeds
+    # 0-2 +29.2, met on each. Next: P1-P7 here over seeds 0, 1, 2
     # -mix with lxmert-base's word-embedding share: 2,262 embedding rows (`architecture.vocab_size`)
     # where the tokenizer has 116 tokens. lxmert-base's 30,522 x 768 word embeddings are 0.269
     # of its language group (23.4M of 87.1M) and VQA questions look up a few thousand of those
