@@ -3,9 +3,6 @@ lxmert-base's 30,522-token vocabulary against the few thousand VQA questions rea
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import torch
@@ -15,10 +12,8 @@ from models.config import ArchitectureConfig
 from models.structure import group_sizes
 from models.vqa_model import small_backbone
 from search.config import validate_config
-from tests.conftest import TINY_ARCH, Bench, tiny_run_config
+from tests.conftest import TINY_ARCH, Bench, run_tickets, tiny_run_config
 from vqa.tokenize import load_tokenizer
-
-TICKETS = str(Path(sys.executable).parent / "tickets")
 
 
 def tokens(raw: dict) -> int:
@@ -55,7 +50,8 @@ def test_extra_rows_are_built_saved_never_read_and_fine_tuned_from(
     # (fit seeds, then builds the backbone first), while the rows of the questions' words moved
     # (single characters stay unread: every word of the questions is a whole token).
     torch.manual_seed(0)
-    init = small_backbone(ArchitectureConfig(**TINY_ARCH, vocab_size=n + 40), n + 40, 16)
+    arch = ArchitectureConfig(**TINY_ARCH, vocab_size=n + 40)
+    init = small_backbone(arch, n + 40, backbone.config.visual_feat_dim)
     init_rows = init.embeddings.word_embeddings.weight.detach()
     assert torch.equal(rows[n:], init_rows[n:])
     moved = (rows[:n] != init_rows[:n]).any(dim=1)
@@ -77,8 +73,7 @@ def test_fewer_rows_than_tokens_is_one_line_exit_2_nothing_written(
     raw["pretrain"]["architecture"] = {**TINY_ARCH, "vocab_size": n - 1}
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump(raw, sort_keys=False))
-    done = subprocess.run([TICKETS, "pretrain", str(config)], capture_output=True, text=True,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)  # fmt: skip
+    done = run_tickets("pretrain", config, timeout=300)
     assert done.returncode == 2, done.stderr
     lines = done.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
