@@ -124,6 +124,9 @@ _F12_B16_LT = _merge(_F12_B16, {"synth": {"train_prior": "longtail"}})
 _L4: dict[str, Any] = {"pretrain": {"architecture": {"l_layers": 4}}}
 # the long-tailed regime with it; its variants change the data
 _F12_B16_LT_L4 = _merge(_F12_B16_LT, _L4)
+# that with box features in a dense basis (`deep-h128-l4-q12k-b90-b16-hs-f12-lt-mix` below
+# gives the reason); its variants change the pre-training
+_LT_MIX = _merge(_F12_B16_LT_L4, {"synth": {"feature_mixing": 1.0}})
 
 REGIMES: dict[str, dict[str, dict[str, Any]]] = {
     "demo": {},
@@ -563,9 +566,7 @@ REGIMES: dict[str, dict[str, dict[str, Any]]] = {
     # unchanged, so the full models should learn as before. Fixed before the run: mixing 1
     # (real features are fully distributed), not a value tuned to P6. Own data, pre-training
     # and stage 1; P6 first, then P4, P1, P3, P0, P5
-    "deep-h128-l4-q12k-b90-b16-hs-f12-lt-mix": _merge(
-        _F12_B16_LT_L4, {"synth": {"feature_mixing": 1.0}}
-    ),
+    "deep-h128-l4-q12k-b90-b16-hs-f12-lt-mix": _LT_MIX,
     # measured on seed 0 (2026-12-07, eleventh session): P6 +2.4 (language alone 67.2, visual
     # alone 64.8, cross alone 68.2; unmixed l4: -0.1), missed by 2.6; the visual run's `dev` was
     # still rising at its last epoch (65.0, 65.3). Pre-trained 49.5 (unmixed 44.6), BCE 59.7
@@ -587,9 +588,7 @@ REGIMES: dict[str, dict[str, dict[str, Any]]] = {
     # cured (`-v4-p4x-lr5`: QA broke through at epoch 7). The value is that precedent's, not
     # tuned. Does pre-training break through on seeds 1 and 0, and does seed 0 keep its
     # pre-trained (49.5) and LMH (64.5) models? Own pre-training and stage 1; P0, seed 1 first
-    "deep-h128-l4-q12k-b90-b16-hs-f12-lt-mix-p5": _merge(
-        _F12_B16_LT_L4, {"synth": {"feature_mixing": 1.0}, "pretrain": {"lr": 5.0e-4}}
-    ),
+    "deep-h128-l4-q12k-b90-b16-hs-f12-lt-mix-p5": _merge(_LT_MIX, {"pretrain": {"lr": 5.0e-4}}),
     # measured (2026-12-07, thirteenth session): pre-training broke through on both seeds
     # (`dev` 42.9 and 44.5 at the end; loss ~0.3, -mix's seed 0: 0.07). P0 seed 1 +35.3 (LMH
     # 79.3, pre-trained 44.1), seed 0 +21.4 (LMH 63.9, pre-trained 42.4): the LMH models differ
@@ -616,8 +615,7 @@ REGIMES: dict[str, dict[str, dict[str, Any]]] = {
     # (`dev` 58.9, 59.1). Free rows cannot lift language alone, so this predicts P6 and P4
     # unchanged; the knob stays for the module shares (lxmert-base's language share)
     "deep-h128-l4-q12k-b90-b16-hs-f12-lt-mix-v2262": _merge(
-        _F12_B16_LT_L4,
-        {"synth": {"feature_mixing": 1.0}, "pretrain": {"architecture": {"vocab_size": 2262}}},
+        _LT_MIX, {"pretrain": {"architecture": {"vocab_size": 2262}}}
     ),
     # -mix under the `dominant` prior with 8 stage-2 epochs (f12-e8's stage 2): under long-tailed
     # priors the head-only control is within 0.3-1.6 of mask 0.5 on every regime (P4 missed on
