@@ -597,6 +597,10 @@ REGIMES: dict[str, dict[str, dict[str, Any]]] = {
     # 79.3, pre-trained 44.1), seed 0 +21.4 (LMH 63.9, pre-trained 42.4): the LMH models differ
     # by 15.4 points between seeds. Seed 2: +31.0 (LMH 71.2, pre-trained 40.2); P0 over seeds
     # 0-2 +29.2, met on each. Next: P1-P7 here over seeds 0, 1, 2
+    # Then (fourteenth session), seeds 0 / 1 / 2: P6 +6.2 / +5.7 / +3.9, mean +5.3 (met; seed 2
+    # missed), P4 +2.3 / +2.2 / +4.7, mean +3.07 (met by 0.07; seeds 0, 1 missed); P3 at 0.5
+    # +7.7 / +7.9 / +7.4 (0.1-0.6 short). BCE models 62.8 / 65.0 / 54.6, still rising at 12
+    # epochs
     # -p5 with twice the stage-1 epochs (24): on -p5 the full models had not converged. Seed 0's
     # BCE model kept epoch 10 of 12 (`dev` 62.6, 62.0, 62.4 at the end, rising from 42.2),
     # seed 1's epoch 12 (65.1, still rising), the LMH models of seeds 1 and 2 epochs 12 and 11,
