@@ -146,6 +146,13 @@ def synth(
             "(1: fully), so the codes are dense mixes of all coordinates, as region features are."
         ),
     ] = 0.0,
+    yesno: Annotated[
+        Literal["read", "verify"],
+        typer.Option(
+            help="How yes/no boxes give the answer: read (they show yes or no) or verify (they "
+            "show one of the type's keywords; yes when it is the asked one)."
+        ),
+    ] = "read",
     bias: Annotated[
         float, typer.Option(help="Share of answers that follow the planted shortcut.")
     ] = 0.8,
@@ -193,6 +200,7 @@ def synth(
         answer_variants=answer_variants,
         nuisance=nuisance,
         feature_mixing=feature_mixing,
+        yesno=yesno,
         bias=bias,
         test_answers=test_answers,
         train_prior=train_prior,

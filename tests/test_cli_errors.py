@@ -385,6 +385,7 @@ def test_failed_prepare_leaves_the_previous_cache_alone(tmp_path: Path) -> None:
         ("--test-answers", "both"),
         ("--answer-code", "xor"),
         ("--train-prior", "zipf"),
+        ("--yesno", "ask"),
     ],
 )
 def test_synth_unknown_choice(tmp_path: Path, option: str, value: str) -> None:

@@ -448,3 +448,59 @@ def test_feature_mixing_rotates_every_box_feature_by_one_fixed_rotation(tmp_path
         assert (tmp_path / "w0.0" / name).read_bytes() == (tmp_path / "w1.0" / name).read_bytes()
     with pytest.raises(InputError, match=r"--feature-mixing must be in \[0, 1\], got 1.5"):
         SynthSpec(feature_mixing=1.5).check()
+
+
+def test_yesno_verify_shows_a_keyword_and_yes_means_it_is_the_asked_one(tmp_path: Path) -> None:
+    """Under `yesno` "verify" every box of a yes/no slot shows code(type, keyword) for one of the
+    type's six keywords (its class 1 + 6 t + keyword): the asked keyword exactly when the answer
+    is yes (the answer "read" shows there). Every answer and question, and every other type's
+    box, is that of "read"; a question's keyword says nothing of its answer."""
+    import h5py
+
+    feats, classes = {}, {}
+    for mode in ("read", "verify"):
+        spec = SynthSpec(questions=800, images=300, feature_dim=24, noise=0.0, yesno=mode)
+        generate(spec, tmp_path / mode)
+        with h5py.File(tmp_path / mode / "features.h5") as f:
+            feats[mode] = f["features"][:].astype(np.float64)
+            classes[mode] = f["object_ids"][:]
+            ids = f["image_ids"][:]
+    for name in ("vqacp_v2_train_annotations.json", "vqacp_v2_test_questions.json"):
+        assert (tmp_path / "read" / name).read_bytes() == (tmp_path / "verify" / name).read_bytes()
+    yesno = [t for t, q in enumerate(QUESTION_TYPES) if q[1] == "yes/no"]
+    in_yesno = np.isin((classes["read"] - 1) // 6, yesno) & (classes["read"] > 0)
+    in_yesno &= classes["read"] <= 6 * len(QUESTION_TYPES)
+    assert (classes["read"][~in_yesno] == classes["verify"][~in_yesno]).all()
+    assert np.abs(feats["read"][~in_yesno] - feats["verify"][~in_yesno]).max() < 1e-5
+    world = _World(spec, np.random.default_rng(spec.seed))
+    row = {int(i): n for n, i in enumerate(ids)}
+    yes_by_match: Counter[tuple[bool, bool]] = Counter()
+    yes_by_keyword: Counter[tuple[int, bool]] = Counter()
+    for split in ("train", "test"):
+        for q in read_vqacp_v2(tmp_path / "verify")[split].itertuples():
+            t = q.question_id % 10  # the synthetic question id is image_id * 10 + type
+            if t not in yesno:
+                continue
+            img = row[q.image_id]
+            kw = next(i for i, w in enumerate(QUESTION_TYPES[t][3]) if f" {w} " in q.question)
+            boxes = np.nonzero((classes["verify"][img] - 1) // 6 == t)[0]
+            boxes = boxes[classes["verify"][img, boxes] <= 6 * len(QUESTION_TYPES)]
+            assert len(boxes) == spec.answer_boxes
+            (shown,) = set(classes["verify"][img, boxes] - 1 - 6 * t)
+            code = (world.type_code[t] + world.answer_code[t, shown]) / np.sqrt(2)
+            assert np.abs(feats["verify"][img, boxes] - code).max() < 1e-5
+            # the true answer is what "read" shows there (the files' majority answer may differ)
+            (true,) = set(classes["read"][img, boxes] - 1 - 6 * t)
+            yes = QUESTION_TYPES[t][2][true] == "yes"
+            yes_by_match[(shown == kw, yes)] += 1
+            yes_by_keyword[(kw, yes)] += 1
+    assert set(yes_by_match) == {(True, True), (False, False)}, yes_by_match
+    assert sum(yes_by_match.values()) > 150
+    # the keyword is drawn before the answer: each of the six takes a share of yes near the
+    # type-pooled one (binomial, ~25 yes/no questions per keyword and split)
+    share = yes_by_match[(True, True)] / sum(yes_by_match.values())
+    for kw in range(6):
+        n = yes_by_keyword[(kw, True)] + yes_by_keyword[(kw, False)]
+        assert abs(yes_by_keyword[(kw, True)] / n - share) < 0.25, (kw, n, share)
+    with pytest.raises(InputError, match="--yesno must be read or verify, got 'ask'"):
+        SynthSpec(yesno="ask").check()

@@ -25,8 +25,8 @@ answer can be drawn from whatever distribution the split needs:
 Ten human answers per question: each annotator gives the true answer with the question's agreement
 probability (uniform in [`agreement`, 1]), sometimes in another surface form ("two", "Yes", "the
 red"), else another answer of the same type. Difficulty knobs: `answer_boxes`, `noise`,
-`answer_strength`, `nuisance`, `feature_mixing`, `bias`; docs/CALIBRATION.md records how the
-defaults were chosen.
+`answer_strength`, `nuisance`, `feature_mixing`, `yesno`, `bias`; docs/CALIBRATION.md records
+how the defaults were chosen.
 """
 
 from __future__ import annotations
@@ -197,6 +197,13 @@ class SynthSpec:
     # a fraction of its weights reads it with interference from the others. Norms, distances and
     # isotropic noise are unchanged.
     feature_mixing: float = 0.0
+    # How a yes/no type's answer boxes give the answer. "read": they show code(type, yes) or
+    # code(type, no), a two-way read-out. "verify": they show which of the type's six keywords
+    # is there (code(type, keyword)), and the answer is yes exactly when that is the asked
+    # keyword, so the model must match the question's keyword against the image, as VQA's
+    # yes/no questions check the question against the picture. Questions, answers and every
+    # other draw are those of "read".
+    yesno: str = "read"
 
     def asked_type_ids(self, split: str) -> list[int]:
         """Indices into QUESTION_TYPES of the types `split` asks (`pretrain` may ask half)."""
@@ -241,6 +248,8 @@ class SynthSpec:
             raise InputError(
                 f"--train-prior must be dominant or longtail, got '{self.train_prior}'"
             )
+        if self.yesno not in ("read", "verify"):
+            raise InputError(f"--yesno must be read or verify, got '{self.yesno}'")
         if self.train_prior == "longtail" and self.dataset != "vqacp_v2":
             raise InputError("--train-prior longtail is for --dataset vqacp_v2 only")
         if self.train_prior == "longtail" and self.test_answers != "spread":
@@ -499,7 +508,10 @@ def generate(spec: SynthSpec, out: str | Path) -> dict:
         for r in records[split]:
             slot_answer[r["img"], r["t"]] = r["a"]
 
-    features, boxes, object_ids = _render(spec, world, key_objects, slot_answer, rng)
+    shown = (
+        _verified_keywords(spec, records, slot_answer) if spec.yesno == "verify" else slot_answer
+    )
+    features, boxes, object_ids = _render(spec, world, key_objects, shown, rng)
     with atomic_dir(out) as tmp:
         write_feature_store(
             tmp / "features.h5", image_ids, features.astype(np.float32), boxes, object_ids
@@ -528,6 +540,28 @@ def generate(spec: SynthSpec, out: str | Path) -> dict:
     return meta
 
 
+def _verified_keywords(
+    spec: SynthSpec, records: dict[str, list[dict]], slot_answer: np.ndarray
+) -> np.ndarray:
+    """What each slot shows (M, T) under `yesno` "verify": a yes/no slot shows one of its type's
+    six keywords, the asked one when the answer is yes and one of the other five when it is no
+    (an unasked slot any one); other slots show their answer. Its own generator, so the rest of
+    the benchmark is that of "read"."""
+    rng = np.random.default_rng([spec.seed, 6])
+    shown = slot_answer.copy()
+    yesno = [t for t, q in enumerate(QUESTION_TYPES) if q[1] == "yes/no"]
+    n_kw = [len(QUESTION_TYPES[t][3]) for t in yesno]
+    shown[:, yesno] = rng.integers(n_kw, size=(len(shown), len(yesno)))
+    for recs in records.values():
+        for r in recs:
+            if r["t"] in yesno:
+                n = len(QUESTION_TYPES[r["t"]][3])
+                yes = QUESTION_TYPES[r["t"]][2][r["a"]] == "yes"
+                other = (r["kw"] + 1 + rng.integers(n - 1)) % n
+                shown[r["img"], r["t"]] = r["kw"] if yes else other
+    return shown
+
+
 def feature_rotation(spec: SynthSpec) -> np.ndarray:
     """The (D, D) orthogonal matrix that `feature_mixing` applies to every box feature (row
     vectors: features @ R); the identity at 0. Its own generator, so the rest of the benchmark
@@ -542,15 +576,17 @@ def _render(
     spec: SynthSpec,
     world: _World,
     key_objects: np.ndarray,
-    slot_answer: np.ndarray,
+    slot_shown: np.ndarray,
     rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Features (M, K, D), boxes (M, K, 4) and object classes (M, K) of every image.
+    """Features (M, K, D), boxes (M, K, 4) and object classes (M, K) of every image;
+    `slot_shown` (M, T) is the code index each slot shows (its answer, or under `yesno` "verify"
+    a yes/no slot's keyword).
 
     A box's class (`object_ids`, for object label pre-training) names what it was drawn from:
-    1 + 6 t + a for a box that carries type t's answer a (with answer_hops 2 the link + answer
+    1 + 6 t + a for a box that shows code a of type t (with answer_hops 2 the link + answer
     box), 1 + 6 T + o for key object o, 1 + 6 T + len(KEY_OBJECTS) + t for a type + link box of
-    answer_hops 2, 0 for background (T types, at most 6 answers each)."""
+    answer_hops 2, 0 for background (T types, at most 6 codes each)."""
     m, k, d = spec.images, spec.num_boxes, spec.feature_dim
     n_types = len(QUESTION_TYPES)
     objects_from = 1 + 6 * n_types
@@ -572,28 +608,28 @@ def _render(
             links = link_code[link_rng.choice(spec.link_codes, n_types, replace=False)]
         j = 0
         for t in range(n_types):
-            answer_class = 1 + 6 * t + slot_answer[img, t]
+            answer_class = 1 + 6 * t + slot_shown[img, t]
             box_classes = [answer_class] * spec.answer_boxes
             if spec.answer_code == "product":
                 # no variant draw with one variant, so the sign stream stays that of no knob
                 variant = (
                     sign_rng.integers(n_var, size=spec.answer_boxes) if n_var > 1 else one_variant
                 )
-                answers = spec.answer_strength * sign_code[t, slot_answer[img, t], variant]
+                answers = spec.answer_strength * sign_code[t, slot_shown[img, t], variant]
                 r = sign_rng.choice([-1.0, 1.0], size=(spec.answer_boxes, third))
                 type_third = world.type_code[t, :third]
-                clue = spec.answer_clue * world.answer_code[t, slot_answer[img, t]]
+                clue = spec.answer_clue * world.answer_code[t, slot_shown[img, t]]
                 box_codes = [
                     np.concatenate([type_third, a * rb, rb]) + clue
                     for a, rb in zip(answers, r, strict=True)
                 ]
             elif spec.answer_hops == 1:
-                answer = spec.answer_strength * world.answer_code[t, slot_answer[img, t]]
+                answer = spec.answer_strength * world.answer_code[t, slot_shown[img, t]]
                 box_codes = [(world.type_code[t] + answer) / np.sqrt(2)] * spec.answer_boxes
             else:
                 # type 0's answer codes stand for every type's, so an answer box does not tell
                 # which type it answers: only its link to a type box does
-                answer = spec.answer_strength * world.answer_code[0, slot_answer[img, t]]
+                answer = spec.answer_strength * world.answer_code[0, slot_shown[img, t]]
                 link = links[t] if spec.link_codes else link_rng.standard_normal(d)
                 codes = [(world.type_code[t] + link) / np.sqrt(2), (link + answer) / np.sqrt(2)]
                 box_codes = [c for c in codes for _ in range(spec.answer_boxes)]
