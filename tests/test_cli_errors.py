@@ -165,6 +165,34 @@ def test_synth_feature_mixing_through_the_console_script(tmp_path: Path) -> None
     assert not bad.exists()
 
 
+def test_synth_yesno_verify_through_the_console_script(tmp_path: Path) -> None:
+    """`--yesno verify` reaches the benchmark: the console script writes what `generate` writes
+    for that spec, and its yes/no boxes differ from those of the default; an unknown choice is
+    refused with exit 2 and nothing written."""
+    import h5py
+
+    from vqa.synth import SynthSpec, generate
+
+    args = ["--questions", "800", "--images", "300", "--feature-dim", "16"]
+    proc = tickets("data", "synth", tmp_path / "cli", *args, "--yesno", "verify")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "cli" / "synth.json").read_text())["spec"]["yesno"] == "verify"
+    for mode in ("verify", "read"):
+        generate(SynthSpec(questions=800, images=300, feature_dim=16, yesno=mode), tmp_path / mode)
+    stores = {}
+    for name in ("cli", "verify", "read"):
+        with h5py.File(tmp_path / name / "features.h5") as f:
+            stores[name] = (f["features"][:], f["object_ids"][:])
+    assert (stores["cli"][0] == stores["verify"][0]).all()
+    assert (stores["cli"][1] == stores["verify"][1]).all()
+    assert (stores["cli"][1] != stores["read"][1]).any()
+    bad = tmp_path / "bad"
+    proc = tickets("data", "synth", bad, *args, "--yesno", "ask")
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert "Invalid value for '--yesno'" in proc.stderr
+    assert not bad.exists()
+
+
 # ---------------------------------------------------------------- prepare, in-process
 
 
