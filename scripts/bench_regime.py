@@ -628,9 +628,11 @@ REGIMES: dict[str, dict[str, dict[str, Any]]] = {
     "deep-h128-l4-q12k-b90-b16-hs-f12-lt-mix-p5-yv": _merge(
         _LT_MIX_P5, {"synth": {"yesno": "verify"}}
     ),
-    # measured on seed 0 (2026-12-08, fifteenth session): BCE 56.7 with yes/no 54.0 (-p5: 62.8,
-    # 99.0; the paper's BCE 48.24), pre-trained 39.4; P3 at 0.5 +13.4 (mask 70.1; -p5 +7.7), P4
-    # +2.8 (control 67.3; yes/no 74.7 in both), missed by 0.2; P5 62.4% / +11.1 (met)
+    # measured on seed 0 (2026-12-08, fifteenth session): the match is not learned. BCE 56.7
+    # with yes/no 54.0, the score of answering "yes" to all (-p5: 62.8, 99.0); LMH stage 1, mask
+    # 0.5 and head-only control all 74.7 on yes/no, the score of "no" to all. P0 +28.1 (LMH 67.5,
+    # pre-trained 39.4), P3 at 0.5 +13.4 (mask 70.1; 5.2 of it the yes/no flip), P4 +2.8
+    # (control 67.3), missed by 0.2; P5 62.4% / +11.1 (met). Not a candidate as it stands
     # -mix with lxmert-base's word-embedding share: 2,262 embedding rows (`architecture.vocab_size`)
     # where the tokenizer has 116 tokens. lxmert-base's 30,522 x 768 word embeddings are 0.269
     # of its language group (23.4M of 87.1M) and VQA questions look up a few thousand of those
