@@ -615,7 +615,8 @@ REGIMES: dict[str, dict[str, dict[str, Any]]] = {
     # measured on seed 0 (2026-12-08, fifteenth session; stopped after the LMH model): pre-trained
     # 42.4 (-p5's, reproduced on a new VM), LMH 71.6 (12 epochs: 63.9), P0 +29.1; no plateau by
     # the fixed criterion (`dev` best of epochs 19-24 73.5, of 1-18 70.4). BCE 72.2 (12 epochs:
-    # 62.8; kept epoch 23, no plateau either), above the LMH model. P4-P6 not run
+    # 62.8; kept epoch 23, no plateau either), above the LMH model; mask 0.5 77.3, so P3 at 0.5
+    # +5.0 (-p5 +7.7). P4-P6 not run
     # -p5 with yes/no questions that check the question against the image (`yesno` "verify"):
     # under -p5 the BCE models answer 98.8-99.0% of the yes/no quarter of the test split, whose
     # test prior is the training one reversed (0.35 / 0.65; a question-only model gets 35%, as on
