@@ -619,14 +619,14 @@ REGIMES: dict[str, dict[str, dict[str, Any]]] = {
     # +5.0 (-p5 +7.7). P4-P6 not run
     # -p5 with yes/no questions that check the question against the image (`yesno` "verify"):
     # under -p5 the BCE models answer 98.8-99.0% of the yes/no quarter of the test split, whose
-    # test prior is the training one reversed (0.35 / 0.65; a question-only model gets 35%, as on
-    # VQA-CP v2), because a yes/no box says yes or no outright. lxmert's BCE model gets 48.24 on
+    # test prior is the training one reversed (0.35 / 0.65; a question-only model gets 35%),
+    # because a yes/no box says yes or no outright. lxmert's BCE model gets 48.24 on
     # VQA-CP v2's yes/no questions and LMH 81.84 (the main paper's table 1): there the image
     # overrides the prior far less. Under "verify" a yes/no box shows one of six keywords and the
     # answer is whether it is the asked one, a match of a question word against a box, as VQA's
     # "is the light on?" is. A mechanism, not a value: nothing is tuned, and the first check is
     # the BCE stage-1 model's yes/no accuracy beside the paper's 48 (no prediction of where it
-    # lands). Own data, pre-training and stage 1; P0, P6, P4, then P5
+    # lands). Own data, pre-training and stage 1; P4, P0, P5, then P6
     "deep-h128-l4-q12k-b90-b16-hs-f12-lt-mix-p5-yv": _merge(
         _LT_MIX_P5, {"synth": {"yesno": "verify"}}
     ),

@@ -549,15 +549,14 @@ def _verified_keywords(
     the benchmark is that of "read"."""
     rng = np.random.default_rng([spec.seed, 6])
     shown = slot_answer.copy()
-    yesno = [t for t, q in enumerate(QUESTION_TYPES) if q[1] == "yes/no"]
-    n_kw = [len(QUESTION_TYPES[t][3]) for t in yesno]
-    shown[:, yesno] = rng.integers(n_kw, size=(len(shown), len(yesno)))
+    n_kw = {t: len(q[3]) for t, q in enumerate(QUESTION_TYPES) if q[1] == "yes/no"}
+    yesno = list(n_kw)
+    shown[:, yesno] = rng.integers(list(n_kw.values()), size=(len(shown), len(yesno)))
     for recs in records.values():
         for r in recs:
-            if r["t"] in yesno:
-                n = len(QUESTION_TYPES[r["t"]][3])
+            if r["t"] in n_kw:
                 yes = QUESTION_TYPES[r["t"]][2][r["a"]] == "yes"
-                other = (r["kw"] + 1 + rng.integers(n - 1)) % n
+                other = (r["kw"] + 1 + rng.integers(n_kw[r["t"]] - 1)) % n_kw[r["t"]]
                 shown[r["img"], r["t"]] = r["kw"] if yes else other
     return shown
 
